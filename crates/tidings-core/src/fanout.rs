@@ -1,0 +1,386 @@
+//! The fan-out: which live subscriber gets which committed event.
+//!
+//! Subscribers with exact-topic selectors are indexed by topic, so an event costs a hash lookup
+//! per topic plus work for the subscribers it matches; only subscribers with a `*`, template or
+//! URL-pattern selector are scanned. An event is encoded to its SSE frame once, on the first
+//! match, and the same bytes are queued in every matching subscriber's bounded [`Mailbox`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use indexmap::IndexSet;
+use slab::Slab;
+
+use crate::event::{Event, EventType, Seq};
+use crate::mailbox::{Closed, Mailbox, Pushed};
+use crate::selector::Selector;
+use crate::sse;
+
+/// What one subscriber wants: its selectors, an optional type filter and, for private events,
+/// the selectors it is authorized for.
+#[derive(Debug, Clone)]
+pub struct Interest {
+    pub selectors: Vec<Selector>,
+    /// When set, only events whose type is one of these.
+    pub types: Option<Vec<EventType>>,
+    /// Selectors whose private events this subscriber may receive; empty: public events only.
+    pub private_selectors: Vec<Selector>,
+}
+
+impl Interest {
+    /// Public events on `selectors`, of any type.
+    pub fn new(selectors: Vec<Selector>) -> Self {
+        Self {
+            selectors,
+            types: None,
+            private_selectors: Vec::new(),
+        }
+    }
+
+    /// Whether one of the selectors matches one of the event's topics.
+    pub fn matches_topics(&self, event: &Event) -> bool {
+        event
+            .topics
+            .iter()
+            .any(|t| self.selectors.iter().any(|s| s.matches(t.as_str())))
+    }
+
+    /// Whether the event passes the type filter and the private-event rule.
+    pub fn admits(&self, event: &Event) -> bool {
+        if let Some(types) = &self.types {
+            match &event.kind {
+                Some(k) if types.contains(k) => {}
+                _ => return false,
+            }
+        }
+        !event.private
+            || event
+                .topics
+                .iter()
+                .any(|t| self.private_selectors.iter().any(|s| s.matches(t.as_str())))
+    }
+
+    /// The full rule: topic match, type filter and privacy.
+    pub fn wants(&self, event: &Event) -> bool {
+        self.admits(event) && self.matches_topics(event)
+    }
+
+    /// The store prefilter for history reads: exact topics when every selector is exact.
+    pub fn scope(&self) -> crate::log::Scope {
+        let exact: Option<Vec<String>> = self
+            .selectors
+            .iter()
+            .map(|s| s.as_exact().map(str::to_owned))
+            .collect();
+        match exact {
+            Some(topics) => crate::log::Scope::Topics(topics),
+            None => crate::log::Scope::All,
+        }
+    }
+
+    fn has_pattern(&self) -> bool {
+        self.selectors.iter().any(|s| s.as_exact().is_none())
+    }
+}
+
+struct Entry {
+    mailbox: Arc<Mailbox>,
+    interest: Arc<Interest>,
+    /// The last event offered to this entry, so an event reaching it by two topics goes once.
+    stamp: Seq,
+}
+
+#[derive(Default)]
+struct Registry {
+    subs: Slab<Entry>,
+    exact: HashMap<Box<str>, IndexSet<usize>>,
+    patterns: IndexSet<usize>,
+    /// The newest event dispatched, and its id.
+    head: Seq,
+    head_id: Option<Arc<str>>,
+    closed: bool,
+}
+
+/// Counters the fan-out keeps.
+#[derive(Debug, Default)]
+pub struct FanoutCounters {
+    pub delivered: AtomicU64,
+    pub slow_disconnects: AtomicU64,
+}
+
+/// A registered subscriber's handle; unregister with [`Fanout::unregister`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubKey(usize);
+
+/// Where the live stream of a newly registered subscriber starts.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub seq: Seq,
+    pub id: Option<Arc<str>>,
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct Fanout {
+    registry: Mutex<Registry>,
+    pub counters: FanoutCounters,
+}
+
+impl Fanout {
+    /// A fan-out whose live stream starts after `head`.
+    pub fn new(head: Head) -> Self {
+        let registry = Registry {
+            head: head.seq,
+            head_id: head.id,
+            ..Registry::default()
+        };
+        Self {
+            registry: Mutex::new(registry),
+            counters: FanoutCounters::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // Every mutation of the registry completes before anything can panic, so a poisoned lock
+        // still guards a consistent registry.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a subscriber. It receives every event dispatched after the returned head.
+    pub fn register(&self, interest: Arc<Interest>, mailbox: Arc<Mailbox>) -> (SubKey, Head) {
+        let mut reg = self.lock();
+        if reg.closed {
+            mailbox.close(Closed::Shutdown);
+        }
+        let pattern = interest.has_pattern();
+        let exact: Vec<Box<str>> = interest
+            .selectors
+            .iter()
+            .filter_map(|s| s.as_exact().map(Into::into))
+            .collect();
+        let key = reg.subs.insert(Entry {
+            mailbox,
+            interest,
+            stamp: 0,
+        });
+        for topic in exact {
+            reg.exact.entry(topic).or_default().insert(key);
+        }
+        if pattern {
+            reg.patterns.insert(key);
+        }
+        let head = Head {
+            seq: reg.head,
+            id: reg.head_id.clone(),
+        };
+        (SubKey(key), head)
+    }
+
+    /// Removes a subscriber.
+    pub fn unregister(&self, key: SubKey) {
+        let mut reg = self.lock();
+        let Some(entry) = reg.subs.try_remove(key.0) else {
+            return;
+        };
+        for s in &entry.interest.selectors {
+            if let Some(topic) = s.as_exact() {
+                if let Some(set) = reg.exact.get_mut(topic) {
+                    set.swap_remove(&key.0);
+                    if set.is_empty() {
+                        reg.exact.remove(topic);
+                    }
+                }
+            }
+        }
+        reg.patterns.swap_remove(&key.0);
+    }
+
+    /// Hands committed events, in log order, to every matching subscriber. Events at or before
+    /// the head are skipped, so a notice seen twice does nothing.
+    pub fn dispatch(&self, events: &[Arc<Event>]) {
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        let mut delivered = 0u64;
+        let mut slow = 0u64;
+        for event in events {
+            if event.seq <= reg.head {
+                continue;
+            }
+            reg.head = event.seq;
+            reg.head_id = Some(event.id.as_str().into());
+            let mut frame: Option<Bytes> = None;
+            let mut offer = |entry: &mut Entry, topic_matched: bool| {
+                if entry.stamp == event.seq {
+                    return;
+                }
+                entry.stamp = event.seq;
+                if !entry.interest.admits(event)
+                    || !(topic_matched || entry.interest.matches_topics(event))
+                {
+                    return;
+                }
+                let frame = frame.get_or_insert_with(|| sse::encode(event));
+                match entry.mailbox.push(event.seq, frame) {
+                    Pushed::Queued => delivered += 1,
+                    Pushed::Overflowed => slow += 1,
+                    Pushed::AlreadyClosed => {}
+                }
+            };
+            for topic in event.topics.iter() {
+                if let Some(keys) = reg.exact.get(topic.as_str()) {
+                    for &key in keys {
+                        if let Some(entry) = reg.subs.get_mut(key) {
+                            offer(entry, true);
+                        }
+                    }
+                }
+            }
+            for &key in &reg.patterns {
+                if let Some(entry) = reg.subs.get_mut(key) {
+                    offer(entry, false);
+                }
+            }
+        }
+        self.counters
+            .delivered
+            .fetch_add(delivered, Ordering::Relaxed);
+        if slow > 0 {
+            self.counters
+                .slow_disconnects
+                .fetch_add(slow, Ordering::Relaxed);
+            tracing::info!(count = slow, "cut off subscribers that fell behind");
+        }
+    }
+
+    /// The newest dispatched position.
+    pub fn head(&self) -> Head {
+        let reg = self.lock();
+        Head {
+            seq: reg.head,
+            id: reg.head_id.clone(),
+        }
+    }
+
+    /// How many subscribers, and how many distinct exact topics they watch.
+    pub fn sizes(&self) -> (usize, usize) {
+        let reg = self.lock();
+        (reg.subs.len(), reg.exact.len())
+    }
+
+    /// Ends every stream (they drain what is queued first) and refuses new ones.
+    pub fn close(&self) {
+        let mut reg = self.lock();
+        reg.closed = true;
+        for (_, entry) in reg.subs.iter() {
+            entry.mailbox.close(Closed::Shutdown);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventId, Topic};
+    use crate::mailbox::Bounds;
+    use std::task::{Context, Poll, Waker};
+
+    fn ev(seq: Seq, topics: &[&str], private: bool) -> Arc<Event> {
+        Arc::new(Event {
+            seq,
+            id: EventId::parse(&format!("e{seq}")).unwrap(),
+            topics: topics.iter().map(|t| Topic::parse(t).unwrap()).collect(),
+            kind: None,
+            data: "x".into(),
+            retry: None,
+            private,
+            stored_at_ms: 0,
+        })
+    }
+
+    fn sub(f: &Fanout, selectors: &[&str]) -> Arc<Mailbox> {
+        let interest = Interest::new(
+            selectors
+                .iter()
+                .map(|s| Selector::parse_topic(s).unwrap())
+                .collect(),
+        );
+        let mb = Arc::new(Mailbox::new(Bounds {
+            frames: 4,
+            bytes: 1 << 20,
+        }));
+        f.register(Arc::new(interest), mb.clone());
+        mb
+    }
+
+    fn seqs(mb: &Mailbox) -> Vec<String> {
+        match mb.poll_drain(&mut Context::from_waker(Waker::noop()), 0) {
+            Poll::Ready(Ok(d)) => String::from_utf8(d.bytes.to_vec())
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix("id: ").map(str::to_owned))
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    #[test]
+    fn routes_by_exact_topic_and_pattern_once_each() {
+        let f = Fanout::new(Head { seq: 0, id: None });
+        let a = sub(&f, &["a"]);
+        let both = sub(&f, &["a", "b", "*"]);
+        let tpl = sub(&f, &["jobs/{id}"]);
+        f.dispatch(&[
+            ev(1, &["a", "b"], false),
+            ev(2, &["jobs/1"], false),
+            ev(3, &["c"], false),
+        ]);
+        assert_eq!(seqs(&a), ["e1"]);
+        assert_eq!(seqs(&both), ["e1", "e2", "e3"]);
+        assert_eq!(seqs(&tpl), ["e2"]);
+    }
+
+    #[test]
+    fn private_events_need_authorization() {
+        let f = Fanout::new(Head { seq: 0, id: None });
+        let anon = sub(&f, &["a"]);
+        f.dispatch(&[ev(1, &["a"], true), ev(2, &["a"], false)]);
+        assert_eq!(seqs(&anon), ["e2"]);
+    }
+
+    #[test]
+    fn replayed_notices_are_ignored_and_unregister_stops_delivery() {
+        let f = Fanout::new(Head { seq: 0, id: None });
+        let mb = Arc::new(Mailbox::new(Bounds {
+            frames: 4,
+            bytes: 1 << 20,
+        }));
+        let interest = Arc::new(Interest::new(vec![Selector::parse_topic("a").unwrap()]));
+        let (key, head) = f.register(interest, mb.clone());
+        assert_eq!(head.seq, 0);
+        f.dispatch(&[ev(1, &["a"], false)]);
+        f.dispatch(&[ev(1, &["a"], false)]);
+        assert_eq!(seqs(&mb), ["e1"]);
+        f.unregister(key);
+        f.dispatch(&[ev(2, &["a"], false)]);
+        assert!(seqs(&mb).is_empty());
+        assert_eq!(f.sizes(), (0, 0));
+        assert_eq!(f.head().seq, 2);
+    }
+
+    #[test]
+    fn a_slow_subscriber_is_cut_without_touching_others() {
+        let f = Fanout::new(Head { seq: 0, id: None });
+        let slow = sub(&f, &["a"]);
+        let fast = sub(&f, &["a"]);
+        let mut got = Vec::new();
+        for s in 1..=10 {
+            f.dispatch(&[ev(s, &["a"], false)]);
+            got.extend(seqs(&fast));
+        }
+        assert_eq!(got.len(), 10);
+        assert_eq!(f.counters.slow_disconnects.load(Ordering::Relaxed), 1);
+        assert!(slow.is_empty(), "a cut mailbox frees its frames");
+    }
+}

@@ -1,0 +1,589 @@
+//! The hub: ties the durable log to the live fan-out.
+//!
+//! Publish: `EventLog::append` (durable on return). A pump task follows the log's commit notices
+//! and dispatches committed events to the fan-out in log order. Subscribe: a [`Subscription`]
+//! replays history from the log, registers with the fan-out, and then streams live frames; any
+//! event it could see twice at that seam is dropped by position, so there is no gap and no
+//! duplicate. Polling uses the same pieces and answers a page of events.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use thiserror::Error;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Instant, Sleep};
+
+use crate::event::{Event, NewEvent, Seq};
+use crate::fanout::{Fanout, Head, Interest, SubKey};
+use crate::log::{EventLog, LogError, LogStats, Retention, Scope};
+use crate::mailbox::{Bounds, Closed, Mailbox};
+use crate::sse;
+
+/// The reserved value of Last-Event-ID that asks for all retained history.
+pub const EARLIEST: &str = "earliest";
+
+/// The SSE event type of the notice sent when a Last-Event-ID is unknown or already pruned.
+pub const RESET_EVENT: &str = "tidings.reset";
+
+/// Events read from the log per history page.
+const PAGE: usize = 512;
+
+/// Tunables of a hub.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    pub heartbeat: Duration,
+    pub mailbox: Bounds,
+    pub retention: Retention,
+    pub prune_every: Duration,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            mailbox: Bounds {
+                frames: 4096,
+                bytes: 8 << 20,
+            },
+            retention: Retention::default(),
+            prune_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a subscription or poll starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Live events only, from now.
+    Live,
+    /// Everything retained.
+    Earliest,
+    /// Everything after this event id.
+    After(String),
+    /// The newest retained event of each matching topic, then live.
+    Latest,
+}
+
+impl Start {
+    /// `earliest` or an event id.
+    pub fn from_last_event_id(id: &str) -> Self {
+        if id == EARLIEST {
+            Self::Earliest
+        } else {
+            Self::After(id.to_owned())
+        }
+    }
+}
+
+/// Errors of hub operations.
+#[derive(Debug, Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+/// Counters for `/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub subscribers: usize,
+    pub subscribed_topics: usize,
+    pub published: u64,
+    pub delivered: u64,
+    pub slow_disconnects: u64,
+    pub log: LogStats,
+}
+
+/// A resolved starting point: the position to read after, and what to tell the client.
+struct Cursor {
+    after: Seq,
+    /// The id just before the first event that will be sent (`earliest` when none).
+    start_id: String,
+    /// Set when the requested id is unknown or pruned.
+    unknown: Option<String>,
+}
+
+/// See the module documentation.
+pub struct Hub {
+    log: Arc<dyn EventLog>,
+    fanout: Arc<Fanout>,
+    options: HubOptions,
+    published: AtomicU64,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Hub {
+    /// Starts a hub on `log`: spawns the pump (and the pruner, when retention is set).
+    pub async fn start(log: Arc<dyn EventLog>, options: HubOptions) -> Result<Arc<Self>, HubError> {
+        // Subscribe to commits before reading the head, so no commit falls between the two.
+        let commits = log.commits();
+        let stats = log.stats().await?;
+        let head = match &stats.newest {
+            Some((seq, id)) => Head {
+                seq: *seq,
+                id: Some(id.as_str().into()),
+            },
+            None => Head { seq: 0, id: None },
+        };
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let hub = Arc::new(Self {
+            log,
+            fanout: Arc::new(Fanout::new(head)),
+            options,
+            published: AtomicU64::new(0),
+            shutdown,
+        });
+        tokio::spawn(pump(
+            hub.log.clone(),
+            hub.fanout.clone(),
+            commits,
+            hub.shutdown.subscribe(),
+        ));
+        if hub.options.retention != Retention::default() {
+            tokio::spawn(prune_loop(
+                hub.log.clone(),
+                hub.options.retention,
+                hub.options.prune_every,
+                hub.shutdown.subscribe(),
+            ));
+        }
+        Ok(hub)
+    }
+
+    /// The options the hub runs with.
+    pub fn options(&self) -> &HubOptions {
+        &self.options
+    }
+
+    /// Appends `batch` atomically; answers once it is durable.
+    pub async fn publish(&self, batch: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, HubError> {
+        if *self.shutdown.borrow() {
+            return Err(HubError::ShuttingDown);
+        }
+        let events = self.log.append(batch).await?;
+        self.published
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(events)
+    }
+
+    /// Ends every stream (after what is queued) and stops the background tasks.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.fanout.close();
+    }
+
+    /// Counters and log bounds.
+    pub async fn stats(&self) -> Result<HubStats, HubError> {
+        let (subscribers, subscribed_topics) = self.fanout.sizes();
+        Ok(HubStats {
+            subscribers,
+            subscribed_topics,
+            published: self.published.load(Ordering::Relaxed),
+            delivered: self.fanout.counters.delivered.load(Ordering::Relaxed),
+            slow_disconnects: self.fanout.counters.slow_disconnects.load(Ordering::Relaxed),
+            log: self.log.stats().await?,
+        })
+    }
+
+    async fn resolve(&self, start: &Start, head: &Head) -> Result<Cursor, HubError> {
+        let live = || Cursor {
+            after: head.seq,
+            start_id: head
+                .id
+                .as_deref()
+                .map_or_else(|| EARLIEST.to_owned(), str::to_owned),
+            unknown: None,
+        };
+        Ok(match start {
+            Start::Live | Start::Latest => live(),
+            Start::Earliest => Cursor {
+                after: 0,
+                start_id: EARLIEST.to_owned(),
+                unknown: None,
+            },
+            Start::After(id) => match self.log.locate(id).await? {
+                Some(seq) => Cursor {
+                    after: seq,
+                    start_id: id.clone(),
+                    unknown: None,
+                },
+                // As the Mercure spec asks: replay nothing, report `earliest`; and tell the
+                // client, which the spec leaves implicit.
+                None => Cursor {
+                    start_id: EARLIEST.to_owned(),
+                    unknown: Some(id.clone()),
+                    ..live()
+                },
+            },
+        })
+    }
+
+    /// Opens a stream of SSE frames for `interest`, starting at `start`.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        interest: Interest,
+        start: Start,
+    ) -> Result<Subscription, HubError> {
+        let interest = Arc::new(interest);
+        let mailbox = Arc::new(Mailbox::new(self.options.mailbox));
+        let (key, head) = self.fanout.register(interest.clone(), mailbox.clone());
+        let registration = Registration {
+            fanout: self.fanout.clone(),
+            key,
+        };
+        let cursor = self.resolve(&start, &head).await?;
+        let mut preamble = BytesMut::from(&b":\n"[..]);
+        if let Some(id) = &cursor.unknown {
+            preamble.extend_from_slice(&sse::notice(RESET_EVENT, &reset_notice(id, &head)));
+        }
+        if start == Start::Latest {
+            for event in self.log.latest(&interest.scope(), head.seq).await? {
+                if interest.wants(&event) {
+                    preamble.extend_from_slice(&sse::encode(&event));
+                }
+            }
+        }
+        let replay = (cursor.after < head.seq).then(|| Replay {
+            upto: head.seq,
+            pending: None,
+        });
+        Ok(Subscription {
+            log: self.log.clone(),
+            interest,
+            mailbox,
+            _registration: registration,
+            start_id: cursor.start_id,
+            sent: cursor.after,
+            preamble: Some(preamble.freeze()),
+            replay,
+            heartbeat_every: self.options.heartbeat,
+            heartbeat: Box::pin(tokio::time::sleep(self.options.heartbeat)),
+            last_write: Instant::now(),
+            done: false,
+        })
+    }
+
+    /// A page of events for a poller: events after `start` (at most `limit`), waiting up to
+    /// `wait` for the first one when there are none yet.
+    pub async fn poll(
+        &self,
+        interest: Interest,
+        start: Start,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<PollPage, HubError> {
+        let interest = Arc::new(interest);
+        let head = self.fanout.head();
+        let cursor = self.resolve(&start, &head).await?;
+        let scope = interest.scope();
+        // Where the next poll continues when nothing is returned: the requested position, or
+        // for an unknown id the head, since nothing was replayed.
+        let resume_id = match (&cursor.unknown, &head.id) {
+            (Some(_), Some(id)) => id.to_string(),
+            _ => cursor.start_id.clone(),
+        };
+        let mut page = PollPage {
+            events: Vec::new(),
+            last_event_id: resume_id,
+            more: false,
+            unknown: cursor.unknown.clone(),
+        };
+        if start == Start::Latest {
+            page.events = self.log.latest(&scope, head.seq).await?;
+            page.events.retain(|e| interest.wants(e));
+            page.events.truncate(limit);
+            if let Some(last) = page.events.last() {
+                page.last_event_id = last.id.to_string();
+            }
+            return Ok(page);
+        }
+        let deadline = Instant::now() + wait;
+        let mut after = cursor.after;
+        // Registered before each read, so an event committed after the read still wakes us.
+        let mut waiter: Option<(Arc<Mailbox>, Registration)> = None;
+        loop {
+            if !wait.is_zero() && waiter.is_none() {
+                let mailbox = Arc::new(Mailbox::new(Bounds {
+                    frames: 16,
+                    bytes: usize::MAX,
+                }));
+                let (key, _) = self.fanout.register(interest.clone(), mailbox.clone());
+                let registration = Registration {
+                    fanout: self.fanout.clone(),
+                    key,
+                };
+                waiter = Some((mailbox, registration));
+            }
+            let head = self.fanout.head();
+            let mut read_to = after;
+            while read_to < head.seq && page.events.len() <= limit {
+                let batch = self.log.read(read_to, head.seq, &scope, PAGE).await?;
+                let Some(last) = batch.last() else { break };
+                read_to = last.seq;
+                let short = batch.len() < PAGE;
+                page.events
+                    .extend(batch.into_iter().filter(|e| interest.wants(e)));
+                if short {
+                    break;
+                }
+            }
+            if page.events.len() > limit {
+                page.events.truncate(limit);
+                page.more = true;
+            }
+            if let Some(last) = page.events.last() {
+                page.last_event_id = last.id.to_string();
+                return Ok(page);
+            }
+            // Nothing wanted up to the head: the next poll may continue from there.
+            if head.seq > after {
+                after = head.seq;
+                if let Some(id) = head.id {
+                    page.last_event_id = id.to_string();
+                }
+            }
+            let Some((mailbox, _)) = &waiter else {
+                return Ok(page);
+            };
+            let mut shutdown = self.shutdown.subscribe();
+            if *shutdown.borrow_and_update() {
+                return Ok(page);
+            }
+            let woken = std::future::poll_fn(|cx| mailbox.poll_drain(cx, after).map(|_| ()));
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(page),
+                _ = shutdown.changed() => return Ok(page),
+            }
+        }
+    }
+}
+
+fn reset_notice(requested: &str, head: &Head) -> String {
+    serde_json::json!({
+        "reason": "unknown or expired Last-Event-ID; nothing was replayed",
+        "last_event_id": requested,
+        "resumed_after": head.id.as_deref(),
+    })
+    .to_string()
+}
+
+/// One page of a poll.
+#[derive(Debug)]
+pub struct PollPage {
+    pub events: Vec<Arc<Event>>,
+    /// Where the next poll should continue (`after=`).
+    pub last_event_id: String,
+    /// More matching events are already waiting.
+    pub more: bool,
+    /// The requested id when it was unknown or pruned.
+    pub unknown: Option<String>,
+}
+
+/// Unregisters from the fan-out when dropped.
+struct Registration {
+    fanout: Arc<Fanout>,
+    key: SubKey,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.fanout.unregister(self.key);
+    }
+}
+
+type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<Arc<Event>>, LogError>> + Send>>;
+
+struct Replay {
+    upto: Seq,
+    pending: Option<ReadFuture>,
+}
+
+/// A live subscription: a stream of SSE bytes (history first, then live frames, heartbeats
+/// between). Ends when the hub shuts down, when the subscriber falls too far behind, or when the
+/// log fails; the client then reconnects with its Last-Event-ID.
+pub struct Subscription {
+    log: Arc<dyn EventLog>,
+    interest: Arc<Interest>,
+    mailbox: Arc<Mailbox>,
+    _registration: Registration,
+    start_id: String,
+    /// Position of the last event sent (or skipped as not wanted).
+    sent: Seq,
+    preamble: Option<Bytes>,
+    replay: Option<Replay>,
+    heartbeat_every: Duration,
+    heartbeat: Pin<Box<Sleep>>,
+    last_write: Instant,
+    done: bool,
+}
+
+impl Subscription {
+    /// The id just before the first event this stream sends, or `earliest`: the value of the
+    /// `Last-Event-ID` / `Mercure-Last-Event-ID` response headers.
+    pub fn start_id(&self) -> &str {
+        &self.start_id
+    }
+
+    fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, LogError>>> {
+        while let Some(replay) = &mut self.replay {
+            let pending = replay.pending.get_or_insert_with(|| {
+                let (log, scope, after, upto) =
+                    (self.log.clone(), self.interest.scope(), self.sent, replay.upto);
+                Box::pin(async move { log.read(after, upto, &scope, PAGE).await })
+            });
+            let batch = match ready!(pending.as_mut().poll(cx)) {
+                Ok(batch) => batch,
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            };
+            replay.pending = None;
+            let Some(last) = batch.last() else {
+                self.replay = None;
+                break;
+            };
+            self.sent = last.seq;
+            if batch.len() < PAGE || self.sent >= replay.upto {
+                self.replay = None;
+            }
+            let mut buf = BytesMut::new();
+            for event in batch.iter().filter(|e| self.interest.wants(e)) {
+                buf.extend_from_slice(&sse::encode(event));
+            }
+            if !buf.is_empty() {
+                return Poll::Ready(Some(Ok(buf.freeze())));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Bytes, LogError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(preamble) = this.preamble.take() {
+            return Poll::Ready(Some(Ok(preamble)));
+        }
+        if this.replay.is_some() {
+            match this.poll_replay(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    tracing::warn!(error = %e, "history replay failed; ending the stream");
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(other) => {
+                    this.last_write = Instant::now();
+                    return Poll::Ready(other);
+                }
+                Poll::Pending if this.replay.is_some() => return Poll::Pending,
+                Poll::Pending => {}
+            }
+        }
+        match this.mailbox.poll_drain(cx, this.sent) {
+            Poll::Ready(Ok(drained)) => {
+                this.sent = drained.last_seq;
+                this.last_write = Instant::now();
+                return Poll::Ready(Some(Ok(drained.bytes)));
+            }
+            Poll::Ready(Err(reason)) => {
+                if reason == Closed::Slow {
+                    tracing::debug!("subscriber fell behind; stream cut");
+                }
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        while this.heartbeat.as_mut().poll(cx).is_ready() {
+            let due = this.last_write + this.heartbeat_every;
+            let now = Instant::now();
+            if due <= now {
+                this.last_write = now;
+                this.heartbeat.as_mut().reset(now + this.heartbeat_every);
+                return Poll::Ready(Some(Ok(Bytes::from_static(sse::HEARTBEAT))));
+            }
+            this.heartbeat.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
+}
+
+/// Follows commit notices and dispatches committed events in log order; reads the log whenever
+/// a notice does not carry the events or does not join the head (lag, another node's commit).
+async fn pump(
+    log: Arc<dyn EventLog>,
+    fanout: Arc<Fanout>,
+    mut commits: tokio::sync::broadcast::Receiver<crate::log::Commit>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let upto = tokio::select! {
+            _ = shutdown.changed() => return,
+            notice = commits.recv() => match notice {
+                Ok(commit) => {
+                    let head = fanout.head().seq;
+                    if let Some(events) = &commit.events {
+                        if events.first().is_some_and(|e| e.seq <= head + 1) {
+                            fanout.dispatch(events);
+                            continue;
+                        }
+                    }
+                    commit.upto
+                }
+                Err(RecvError::Lagged(_)) => Seq::MAX,
+                Err(RecvError::Closed) => return,
+            },
+        };
+        // Catch up from the log.
+        loop {
+            let head = fanout.head().seq;
+            if head >= upto {
+                break;
+            }
+            match log.read(head, upto, &Scope::All, PAGE).await {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => {
+                    fanout.dispatch(&batch);
+                    backoff = Duration::from_millis(50);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "pump could not read the log; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+async fn prune_loop(
+    log: Arc<dyn EventLog>,
+    retention: Retention,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        match log.prune(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "pruned history"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+    }
+}

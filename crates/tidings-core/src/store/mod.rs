@@ -1,0 +1,4 @@
+//! Event log backends, one file each. Every backend passes the behavioural suite in
+//! `tests/log_suite.rs`.
+
+pub mod sqlite;

@@ -1,0 +1,557 @@
+//! `SqliteLog`: the embedded default store, one SQLite file in WAL mode.
+//!
+//! One writer thread owns the write connection. Appends queue up while it commits; it takes all
+//! that waited (up to [`MAX_GROUP`]) into one transaction, each request in its own savepoint so a
+//! duplicate id fails only its own request, and commits once: one fsync for the whole group
+//! (group commit). Only after the commit are the publishers answered and the commit notice sent.
+//! Reads go through a small pool of read connections on the blocking thread pool; WAL lets them
+//! run beside the writer.
+//!
+//! Sequence numbers are assigned by the writer and have no holes (a failed request consumes none;
+//! pruning deletes a prefix), so the count of retained events is `newest - oldest + 1`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Row};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
+
+use crate::event::{now_ms, Event, EventId, EventType, NewEvent, Seq, Topic};
+use crate::log::{Commit, EventLog, LogError, LogStats, Retention, Scope};
+
+/// Most append requests committed together.
+pub const MAX_GROUP: usize = 1024;
+/// Most events deleted by one pruning transaction, so appends are never held up for long.
+const PRUNE_CHUNK: u64 = 5_000;
+
+/// How hard SQLite works to make a commit durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync at every commit: an acknowledged event survives a power cut (the default).
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a crash of the hub, not of the machine.
+    Normal,
+}
+
+/// How to open a [`SqliteLog`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub durability: Durability,
+    /// Read connections in the pool.
+    pub readers: usize,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            durability: Durability::Full,
+            readers: 4,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+
+enum Job {
+    Append(Vec<NewEvent>, Reply<Vec<Arc<Event>>>),
+    Prune(Seq, Reply<u64>),
+}
+
+/// See the module documentation.
+pub struct SqliteLog {
+    jobs: mpsc::Sender<Job>,
+    readers: Readers,
+    commits: broadcast::Sender<Commit>,
+}
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    topics TEXT NOT NULL,
+    type TEXT,
+    data TEXT NOT NULL,
+    retry INTEGER,
+    private INTEGER NOT NULL,
+    stored_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS event_topics (
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    PRIMARY KEY (seq, topic)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_topics_by_topic ON event_topics (topic, seq);
+";
+const SCHEMA_VERSION: i64 = 1;
+
+fn open_connection(path: &Path, durability: Durability) -> Result<Connection, LogError> {
+    let conn = Connection::open(path).map_err(storage)?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+    ))
+    .map_err(storage)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<(), LogError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(storage)?;
+    if version > SCHEMA_VERSION {
+        return Err(LogError::Storage(format!(
+            "the database has schema version {version}, newer than this binary's {SCHEMA_VERSION}"
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(storage)?;
+    }
+    Ok(())
+}
+
+impl SqliteLog {
+    /// Opens (creating if needed) the log at `options.path` and starts its writer thread.
+    pub fn open(options: SqliteOptions) -> Result<Self, LogError> {
+        let conn = open_connection(&options.path, options.durability)?;
+        migrate(&conn)?;
+        let next_seq: Seq = conn
+            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(storage)? as Seq;
+        let (jobs, rx) = mpsc::channel(MAX_GROUP * 4);
+        let (commits, _) = broadcast::channel(1024);
+        let notices = commits.clone();
+        std::thread::Builder::new()
+            .name("tidings-sqlite-writer".into())
+            .spawn(move || Writer { conn, next_seq }.run(rx, notices))
+            .map_err(storage)?;
+        Ok(Self {
+            jobs,
+            readers: Readers::new(options.path, options.durability, options.readers.max(1)),
+            commits,
+        })
+    }
+
+    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, LogError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(job(tx))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// The highest seq pruning must delete to satisfy `retention`, if any.
+    async fn prune_cutoff(&self, retention: Retention) -> Result<Option<Seq>, LogError> {
+        let age_cutoff = retention
+            .max_age
+            .map(|age| now_ms() - age.as_millis() as i64);
+        let max_events = retention.max_events;
+        self.readers
+            .run(move |conn| {
+                let mut cutoff: Option<i64> = None;
+                if let Some(keep) = max_events {
+                    let seq: Option<i64> = conn
+                        .query_row(
+                            "SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?1",
+                            [keep as i64],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    cutoff = cutoff.max(seq);
+                }
+                if let Some(before) = age_cutoff {
+                    // Events are stored in time order (up to clock steps), so age retention
+                    // deletes the prefix of events older than the cutoff.
+                    let first_young: Option<i64> = conn
+                        .query_row(
+                            "SELECT min(seq) FROM events WHERE stored_at >= ?1",
+                            [before],
+                            |r| r.get(0),
+                        )
+                        .optional()?
+                        .flatten();
+                    let seq = match first_young {
+                        Some(s) => Some(s - 1),
+                        None => conn.query_row("SELECT max(seq) FROM events", [], |r| r.get(0))?,
+                    };
+                    cutoff = cutoff.max(seq);
+                }
+                Ok(cutoff.filter(|s| *s > 0).map(|s| s as Seq))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteLog {
+    async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, LogError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(|reply| Job::Append(batch, reply)).await
+    }
+
+    async fn read(
+        &self,
+        after: Seq,
+        upto: Seq,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, LogError> {
+        let scope = scope.clone();
+        let (after, upto) = (clamp(after), clamp(upto));
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.readers
+            .run(move |conn| match &scope {
+                Scope::All => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM events WHERE seq > ?1 AND seq <= ?2 \
+                         ORDER BY seq LIMIT ?3"
+                    ))?;
+                    let rows = stmt.query_map(params![after, upto, limit], event_from_row)?;
+                    rows.collect()
+                }
+                Scope::Topics(topics) if topics.is_empty() => Ok(Vec::new()),
+                Scope::Topics(topics) => {
+                    let marks = vec!["?"; topics.len()].join(",");
+                    let n = topics.len();
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM events WHERE seq IN (\
+                           SELECT DISTINCT seq FROM event_topics WHERE topic IN ({marks}) \
+                           AND seq > ?{a} AND seq <= ?{b} ORDER BY seq LIMIT ?{c}) ORDER BY seq",
+                        a = n + 1,
+                        b = n + 2,
+                        c = n + 3
+                    ))?;
+                    let mut values: Vec<rusqlite::types::Value> =
+                        topics.iter().map(|t| t.clone().into()).collect();
+                    values.extend([after.into(), upto.into(), limit.into()]);
+                    let rows = stmt.query_map(params_from_iter(values), event_from_row)?;
+                    rows.collect()
+                }
+            })
+            .await
+    }
+
+    async fn locate(&self, id: &str) -> Result<Option<Seq>, LogError> {
+        let id = id.to_owned();
+        self.readers
+            .run(move |conn| {
+                conn.prepare_cached("SELECT seq FROM events WHERE id = ?1")?
+                    .query_row([id], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map(|s| s.map(|s| s as Seq))
+            })
+            .await
+    }
+
+    async fn latest(&self, scope: &Scope, upto: Seq) -> Result<Vec<Arc<Event>>, LogError> {
+        let scope = scope.clone();
+        let upto = clamp(upto);
+        self.readers
+            .run(move |conn| {
+                let mut seqs: Vec<i64> = match &scope {
+                    Scope::All => conn
+                        .prepare_cached(
+                            "SELECT max(seq) FROM event_topics WHERE seq <= ?1 GROUP BY topic",
+                        )?
+                        .query_map([upto], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?,
+                    Scope::Topics(topics) => {
+                        let mut stmt = conn.prepare_cached(
+                            "SELECT max(seq) FROM event_topics WHERE topic = ?1 AND seq <= ?2",
+                        )?;
+                        let mut out = Vec::new();
+                        for t in topics {
+                            if let Some(s) =
+                                stmt.query_row(params![t, upto], |r| r.get::<_, Option<i64>>(0))?
+                            {
+                                out.push(s);
+                            }
+                        }
+                        out
+                    }
+                };
+                seqs.sort_unstable();
+                seqs.dedup();
+                let mut stmt =
+                    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE seq = ?1"))?;
+                seqs.into_iter()
+                    .map(|s| stmt.query_row([s], event_from_row))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn prune(&self, retention: Retention) -> Result<u64, LogError> {
+        let Some(cutoff) = self.prune_cutoff(retention).await? else {
+            return Ok(0);
+        };
+        let mut total = 0;
+        loop {
+            let deleted = self.submit(|reply| Job::Prune(cutoff, reply)).await?;
+            total += deleted;
+            if deleted < PRUNE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<LogStats, LogError> {
+        self.readers
+            .run(|conn| {
+                let bounds: (Option<i64>, Option<i64>) =
+                    conn.query_row("SELECT min(seq), max(seq) FROM events", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
+                let (Some(lo), Some(hi)) = bounds else {
+                    return Ok(LogStats::default());
+                };
+                let mut id_of = conn.prepare_cached("SELECT id FROM events WHERE seq = ?1")?;
+                let lo_id: String = id_of.query_row([lo], |r| r.get(0))?;
+                let hi_id: String = id_of.query_row([hi], |r| r.get(0))?;
+                Ok(LogStats {
+                    events: (hi - lo + 1) as u64,
+                    oldest: Some((lo as Seq, lo_id)),
+                    newest: Some((hi as Seq, hi_id)),
+                })
+            })
+            .await
+    }
+
+    fn commits(&self) -> broadcast::Receiver<Commit> {
+        self.commits.subscribe()
+    }
+}
+
+fn clamp(seq: Seq) -> i64 {
+    seq.min(i64::MAX as u64) as i64
+}
+
+const COLUMNS: &str = "seq, id, topics, type, data, retry, private, stored_at";
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Arc<Event>> {
+    let topics: String = row.get(2)?;
+    let kind: Option<String> = row.get(3)?;
+    Ok(Arc::new(Event {
+        seq: row.get::<_, i64>(0)? as Seq,
+        id: EventId::from_stored(&row.get::<_, String>(1)?),
+        topics: topics.split('\n').map(Topic::from_stored).collect(),
+        kind: kind.as_deref().map(EventType::from_stored),
+        data: row.get::<_, String>(4)?.into_boxed_str(),
+        retry: row.get::<_, Option<i64>>(5)?.map(|r| r as u64),
+        private: row.get(6)?,
+        stored_at_ms: row.get(7)?,
+    }))
+}
+
+struct Writer {
+    conn: Connection,
+    next_seq: Seq,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, commits: broadcast::Sender<Commit>) {
+        let mut appends = Vec::with_capacity(MAX_GROUP);
+        while let Some(first) = rx.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append(batch, reply) => appends.push((batch, reply)),
+                    Job::Prune(cutoff, reply) => {
+                        let _ = reply.send(self.prune(cutoff));
+                    }
+                }
+                if appends.len() < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !appends.is_empty() {
+                self.commit_group(&mut appends, &commits);
+            }
+        }
+    }
+
+    /// Commits every waiting append in one transaction and answers each.
+    fn commit_group(
+        &mut self,
+        appends: &mut Vec<(Vec<NewEvent>, Reply<Vec<Arc<Event>>>)>,
+        commits: &broadcast::Sender<Commit>,
+    ) {
+        let first_seq = self.next_seq;
+        let mut seq = first_seq;
+        let mut outcomes = Vec::with_capacity(appends.len());
+        let result = (|| -> Result<(), LogError> {
+            let mut tx = self.conn.transaction().map_err(storage)?;
+            let now = now_ms();
+            for (batch, _) in appends.iter_mut() {
+                let sp_seq = seq;
+                let mut sp = tx.savepoint().map_err(storage)?;
+                match insert_batch(&sp, std::mem::take(batch), &mut seq, now) {
+                    Ok(events) => {
+                        sp.commit().map_err(storage)?;
+                        outcomes.push(Ok(events));
+                    }
+                    Err(e) => {
+                        sp.rollback().map_err(storage)?;
+                        seq = sp_seq;
+                        outcomes.push(Err(e));
+                    }
+                }
+            }
+            tx.commit().map_err(storage)
+        })();
+        let replies = appends.drain(..).map(|(_, reply)| reply);
+        match result {
+            Ok(()) => {
+                self.next_seq = seq;
+                let committed: Vec<Arc<Event>> = outcomes
+                    .iter()
+                    .filter_map(|o| o.as_ref().ok())
+                    .flatten()
+                    .cloned()
+                    .collect();
+                if !committed.is_empty() {
+                    let _ = commits.send(Commit {
+                        upto: seq - 1,
+                        events: Some(committed.into()),
+                    });
+                }
+                for (reply, outcome) in replies.zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; the whole group is refused");
+                for reply in replies {
+                    let _ = reply.send(Err(LogError::Storage(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn prune(&mut self, cutoff: Seq) -> Result<u64, LogError> {
+        let tx = self.conn.transaction().map_err(storage)?;
+        let last: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
+                params![clamp(cutoff), PRUNE_CHUNK as i64 - 1],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(storage)?;
+        let upto = last.unwrap_or(clamp(cutoff));
+        tx.execute("DELETE FROM event_topics WHERE seq <= ?1", [upto])
+            .map_err(storage)?;
+        let deleted = tx
+            .execute("DELETE FROM events WHERE seq <= ?1", [upto])
+            .map_err(storage)?;
+        tx.commit().map_err(storage)?;
+        Ok(deleted as u64)
+    }
+}
+
+fn insert_batch(
+    conn: &Connection,
+    batch: Vec<NewEvent>,
+    seq: &mut Seq,
+    now: i64,
+) -> Result<Vec<Arc<Event>>, LogError> {
+    let mut insert_event = conn
+        .prepare_cached(
+            "INSERT INTO events (seq, id, topics, type, data, retry, private, stored_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(storage)?;
+    let mut insert_topic = conn
+        .prepare_cached("INSERT OR IGNORE INTO event_topics (seq, topic) VALUES (?1, ?2)")
+        .map_err(storage)?;
+    let mut stored = Vec::with_capacity(batch.len());
+    for new in batch {
+        let event = Event::stored(*seq, new, now);
+        let topics: Vec<&str> = event.topics.iter().map(Topic::as_str).collect();
+        insert_event
+            .execute(params![
+                clamp(event.seq),
+                event.id.as_str(),
+                topics.join("\n"),
+                event.kind.as_ref().map(EventType::as_str),
+                &*event.data,
+                event.retry.map(clamp),
+                event.private,
+                event.stored_at_ms,
+            ])
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(ErrorCode::ConstraintViolation) => {
+                    LogError::DuplicateId(event.id.as_str().to_owned())
+                }
+                _ => storage(e),
+            })?;
+        for topic in topics {
+            insert_topic
+                .execute(params![clamp(event.seq), topic])
+                .map_err(storage)?;
+        }
+        *seq += 1;
+        stored.push(Arc::new(event));
+    }
+    Ok(stored)
+}
+
+/// A small pool of read connections used from the blocking thread pool.
+struct Readers {
+    path: PathBuf,
+    durability: Durability,
+    permits: Semaphore,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn new(path: PathBuf, durability: Durability, size: usize) -> Self {
+        Self {
+            path,
+            durability,
+            permits: Semaphore::new(size),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let _permit = self.permits.acquire().await.map_err(|_| LogError::Closed)?;
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => open_connection(&self.path, self.durability)?,
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let r = f(&conn);
+            (conn, r)
+        })
+        .await
+        .map_err(storage)?;
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        result.map_err(storage)
+    }
+}

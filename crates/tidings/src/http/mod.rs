@@ -1,0 +1,45 @@
+//! The HTTP surface: one route group per file, merged here.
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderName};
+use axum::routing::get;
+use axum::Router;
+use tidings_core::hub::Hub;
+
+use crate::config::Limits;
+
+pub mod admin;
+pub mod error;
+pub mod form;
+pub mod poll;
+pub mod publish;
+pub mod subscribe;
+
+/// What every handler shares.
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub limits: Limits,
+}
+
+/// The Mercure discovery header, relative to the request's origin.
+pub fn link_header() -> (HeaderName, &'static str) {
+    (header::LINK, "</.well-known/mercure>; rel=\"mercure\"")
+}
+
+/// All routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/mercure",
+            get(subscribe::subscribe).post(publish::publish),
+        )
+        .route("/events", get(poll::poll))
+        .route(
+            "/events/{*topic}",
+            get(subscribe::subscribe_to_path).post(publish::publish_to_path),
+        )
+        .route("/healthz", get(admin::healthz))
+        .route("/stats", get(admin::stats))
+        .with_state(state)
+}

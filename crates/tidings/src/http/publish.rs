@@ -1,0 +1,384 @@
+//! Publishing: `POST /.well-known/mercure` (Mercure form fields, or JSON) and the path form
+//! `POST /events/{topic}`. Every event of a request is validated before anything is stored, and
+//! the answer comes only after the log has made the events durable.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use tidings_core::event::{EventId, EventType, NewEvent, Topic};
+
+use super::error::ApiError;
+use super::{form, link_header, AppState};
+use crate::config::Limits;
+
+/// `POST /.well-known/mercure`.
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limits = &state.limits;
+    let body = read_body(body, limits.max_body).await?;
+    match content_type(&headers).as_str() {
+        "application/json" => {
+            let (batch, single) = parse_json_publish(&body, limits)?;
+            let events = state.hub.publish(batch).await?;
+            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+            Ok(json_ids(&ids, single))
+        }
+        "application/x-www-form-urlencoded" | "" => {
+            let event = parse_form_publish(&body, limits, None)?;
+            let events = state.hub.publish(vec![event]).await?;
+            let id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                    link_header(),
+                ],
+                id,
+            )
+                .into_response())
+        }
+        other => Err(ApiError::UnsupportedMediaType(other.to_owned())),
+    }
+}
+
+/// `POST /events/{topic}`: one event on the topic named by the path; the body holds the other
+/// fields, as JSON or as form fields.
+pub async fn publish_to_path(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limits = &state.limits;
+    let body = read_body(body, limits.max_body).await?;
+    let topic = Topic::parse(&topic)?;
+    let event = match content_type(&headers).as_str() {
+        "application/json" | "" => {
+            let fields: PathEvent = if body.is_empty() {
+                PathEvent::default()
+            } else {
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))?
+            };
+            fields.into_event(topic)?
+        }
+        "application/x-www-form-urlencoded" => parse_form_publish(&body, limits, Some(topic))?,
+        other => return Err(ApiError::UnsupportedMediaType(other.to_owned())),
+    };
+    let events = state.hub.publish(vec![event]).await?;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    Ok(json_ids(&ids, true))
+}
+
+fn json_ids(ids: &[&str], single: bool) -> Response {
+    let body = if single {
+        serde_json::json!({ "id": ids.first() })
+    } else {
+        serde_json::json!({ "ids": ids })
+    };
+    ([link_header()], axum::Json(body)).into_response()
+}
+
+/// The media type of the request, lower-cased, without parameters.
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::bad(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// Builds a validated event from Mercure's form fields.
+/// `path_topic` is the topic of `/events/{topic}`; a `topic` field is then refused.
+fn parse_form_publish(
+    body: &[u8],
+    limits: &Limits,
+    path_topic: Option<Topic>,
+) -> Result<NewEvent, ApiError> {
+    let mut topics = Vec::new();
+    if let Some(topic) = &path_topic {
+        topics.push(topic.to_string());
+    }
+    let mut fields = Fields::default();
+    for (name, value) in form::pairs(body)? {
+        match name.as_str() {
+            "topic" if path_topic.is_some() => {
+                return Err(ApiError::bad("the topic of /events/{topic} is its path"))
+            }
+            "topic" => topics.push(value),
+            "data" => set_once(&mut fields.data, value, "data")?,
+            "id" => set_once(&mut fields.id, value, "id")?,
+            "type" => set_once(&mut fields.kind, value, "type")?,
+            "retry" => set_once(&mut fields.retry, value, "retry")?,
+            // Mercure: the presence of the field makes the update private, whatever its value.
+            "private" => fields.private = true,
+            // Mercure: hubs must ignore fields they do not recognize.
+            _ => {}
+        }
+    }
+    let retry = fields
+        .retry
+        .as_deref()
+        .map(|r| {
+            r.parse::<u64>()
+                .map_err(|_| ApiError::bad("retry must be a non-negative integer (milliseconds)"))
+        })
+        .transpose()?;
+    build_event(
+        topics,
+        fields.data.unwrap_or_default(),
+        fields.id,
+        fields.kind,
+        retry,
+        fields.private,
+        limits,
+    )
+}
+
+#[derive(Default)]
+struct Fields {
+    data: Option<String>,
+    id: Option<String>,
+    kind: Option<String>,
+    retry: Option<String>,
+    private: bool,
+}
+
+fn set_once(slot: &mut Option<String>, value: String, name: &str) -> Result<(), ApiError> {
+    if slot.replace(value).is_some() {
+        return Err(ApiError::bad(format!("field {name} is given more than once")));
+    }
+    Ok(())
+}
+
+fn build_event(
+    topics: Vec<String>,
+    data: String,
+    id: Option<String>,
+    kind: Option<String>,
+    retry: Option<u64>,
+    private: bool,
+    limits: &Limits,
+) -> Result<NewEvent, ApiError> {
+    if topics.is_empty() {
+        return Err(ApiError::bad("missing topic"));
+    }
+    if topics.len() > limits.max_topics {
+        return Err(ApiError::bad(format!(
+            "too many topics: {} (at most {})",
+            topics.len(),
+            limits.max_topics
+        )));
+    }
+    let topics = topics
+        .iter()
+        .map(|t| Topic::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut event = NewEvent::new(topics, data)?;
+    event.id = id.as_deref().map(EventId::parse).transpose()?;
+    event.kind = kind.as_deref().map(EventType::parse).transpose()?;
+    event.retry = retry;
+    event.private = private;
+    Ok(event)
+}
+
+/// `topic` in JSON: one string or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The fields of an event other than its topics (the body of `POST /events/{topic}`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PathEvent {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    data: Option<serde_json::Value>,
+    id: Option<String>,
+    #[serde(default)]
+    private: bool,
+    retry: Option<u64>,
+}
+
+impl PathEvent {
+    fn into_event(self, topic: Topic) -> Result<NewEvent, ApiError> {
+        let mut event = NewEvent::new(vec![topic], data_text(self.data))?;
+        event.id = self.id.as_deref().map(EventId::parse).transpose()?;
+        event.kind = self.kind.as_deref().map(EventType::parse).transpose()?;
+        event.retry = self.retry;
+        event.private = self.private;
+        Ok(event)
+    }
+}
+
+/// A string is the data as is; any other JSON value is serialized; absent or null is empty.
+fn data_text(value: Option<serde_json::Value>) -> String {
+    match value {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => other.to_string(),
+    }
+}
+
+/// One event of a JSON publish: `topic` (a string or a list) or `topics`, plus the fields of
+/// [`PathEvent`]; anything else is refused.
+fn parse_json_event(value: serde_json::Value, limits: &Limits) -> Result<NewEvent, ApiError> {
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(ApiError::bad("each event must be a JSON object"));
+    };
+    let topic = map.remove("topic");
+    let topics = map.remove("topics");
+    let rest: PathEvent = serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| ApiError::bad(format!("invalid event: {e}")))?;
+    let topic: Option<OneOrMany> = topic
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|_| ApiError::bad("topic must be a string or a list of strings"))?;
+    let topics: Option<Vec<String>> = topics
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|_| ApiError::bad("topics must be a list of strings"))?;
+    let all = match (topic, topics) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("give topic or topics, not both")),
+        (Some(OneOrMany::One(t)), None) => vec![t],
+        (Some(OneOrMany::Many(ts)), None) | (None, Some(ts)) => ts,
+        (None, None) => Vec::new(),
+    };
+    build_event(
+        all,
+        data_text(rest.data),
+        rest.id,
+        rest.kind,
+        rest.retry,
+        rest.private,
+        limits,
+    )
+}
+
+/// Parses a JSON publish: one object, or an array published atomically in order. Returns the
+/// events and whether the body was a single object.
+fn parse_json_publish(body: &[u8], limits: &Limits) -> Result<(Vec<NewEvent>, bool), ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))?;
+    match value {
+        serde_json::Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ApiError::bad("the event list is empty"));
+            }
+            if items.len() > limits.max_batch {
+                return Err(ApiError::bad(format!(
+                    "too many events in one request: {} (at most {})",
+                    items.len(),
+                    limits.max_batch
+                )));
+            }
+            let events = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    parse_json_event(v, limits).map_err(|e| ApiError::bad(format!("event {i}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((events, false))
+        }
+        other => Ok((vec![parse_json_event(other, limits)?], true)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn form_fields_become_an_event() {
+        let e = parse_form_publish(
+            b"topic=a&topic=b&data=hi&id=x&type=t&retry=10&private=on",
+            &limits(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(e.topics.len(), 2);
+        assert_eq!(e.data, "hi");
+        assert_eq!(e.id.unwrap().as_str(), "x");
+        assert_eq!(e.kind.unwrap().as_str(), "t");
+        assert_eq!(e.retry, Some(10));
+        assert!(e.private);
+    }
+
+    #[test]
+    fn form_errors_are_one_line_reasons() {
+        for (body, reason) in [
+            (&b"data=x"[..], "missing topic"),
+            (b"topic=a&retry=soon", "retry must be"),
+            (b"topic=a&id=a%0Ab", "id contains"),
+            (b"topic=a&type=a%0Db", "type contains"),
+            (b"topic=a&data=%FF", "UTF-8"),
+            (b"topic=a&data=1&data=2", "more than once"),
+            (b"topic=", "topic is empty"),
+        ] {
+            let err = parse_form_publish(body, &limits(), None).unwrap_err().to_string();
+            assert!(err.contains(reason), "{err} lacks {reason}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn json_accepts_objects_arrays_and_any_data() {
+        let (events, single) =
+            parse_json_publish(br#"{"topic":"a","data":{"k":[1,2]},"private":true}"#, &limits())
+                .unwrap();
+        assert!(single);
+        assert_eq!(events[0].data, r#"{"k":[1,2]}"#);
+        assert!(events[0].private);
+        let (events, single) = parse_json_publish(
+            br#"[{"topics":["a","b"],"data":"x"},{"topic":["c"],"type":"t"}]"#,
+            &limits(),
+        )
+        .unwrap();
+        assert!(!single);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].topics.len(), 2);
+    }
+
+    #[test]
+    fn json_errors() {
+        for (body, reason) in [
+            (&br#"{"data":"x"}"#[..], "missing topic"),
+            (br#"{"topic":"a","topics":["b"]}"#, "not both"),
+            (br#"{"topic":"a","colour":"red"}"#, "unknown field"),
+            (br#"[]"#, "empty"),
+            (br#"[{"topic":"a"},{"data":1}]"#, "event 1"),
+            (br#"{"topic":"a","retry":-1}"#, "invalid event"),
+            (b"\xff", "invalid JSON"),
+        ] {
+            let err = parse_json_publish(body, &limits()).unwrap_err().to_string();
+            assert!(err.contains(reason), "{err} lacks {reason}");
+        }
+    }
+}

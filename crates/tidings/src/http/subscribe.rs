@@ -1,0 +1,201 @@
+//! Subscribing over SSE: `GET /.well-known/mercure` (Mercure's `topic`, and the newer draft's
+//! `match` / `match_urlpattern`) and `GET /events/{topic}`. The query parameters are shared with
+//! the polling fallback.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use tidings_core::event::EventType;
+use tidings_core::fanout::Interest;
+use tidings_core::hub::Start;
+use tidings_core::selector::Selector;
+
+use super::error::ApiError;
+use super::{form, link_header, AppState};
+use crate::config::Limits;
+
+/// Everything a subscribe or poll request asks for.
+pub struct Request {
+    pub interest: Interest,
+    pub start: Start,
+    /// Parameters this parser does not own (`after`, `wait`, `limit` for polling).
+    pub rest: Vec<(String, String)>,
+}
+
+fn flag(value: &str) -> Result<bool, ApiError> {
+    match value {
+        "" | "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        other => Err(ApiError::bad(format!("expected true or false, got {other:?}"))),
+    }
+}
+
+/// Parses the query (and the `Last-Event-ID` header) of a subscribe or poll request.
+/// `path_topic` is the topic named by `/events/{topic}`, if any.
+pub fn parse_request(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    path_topic: Option<&str>,
+    limits: &Limits,
+) -> Result<Request, ApiError> {
+    let mut selectors = Vec::new();
+    if let Some(topic) = path_topic {
+        selectors.push(Selector::parse_exact(topic)?);
+    }
+    let mut types = Vec::new();
+    let mut last_event_id: Option<String> = None;
+    let mut latest = false;
+    let mut rest = Vec::new();
+    for (name, value) in form::pairs(query.unwrap_or("").as_bytes())? {
+        match name.as_str() {
+            "topic" if path_topic.is_none() => selectors.push(Selector::parse_topic(&value)?),
+            "match" | "match_exact" if path_topic.is_none() => {
+                selectors.push(Selector::parse_exact(&value)?)
+            }
+            "match_urlpattern" | "matchURLPattern" if path_topic.is_none() => {
+                selectors.push(Selector::parse_url_pattern(&value)?)
+            }
+            "topic" | "match" | "match_exact" | "match_urlpattern" | "matchURLPattern" => {
+                return Err(ApiError::bad(
+                    "this endpoint's topic is its path; topic and match parameters are not allowed",
+                ))
+            }
+            n if n.to_ascii_lowercase().starts_with("match") => {
+                return Err(ApiError::bad(format!("unsupported matcher parameter {n:?}")))
+            }
+            "type" => types.push(EventType::parse(&value)?),
+            "lastEventID" | "last_event_id" | "Last-Event-ID" => {
+                last_event_id.get_or_insert(value);
+            }
+            "latest" => latest = flag(&value)?,
+            _ => rest.push((name, value)),
+        }
+    }
+    if selectors.is_empty() {
+        return Err(ApiError::bad(
+            "missing topic: give at least one topic, match or match_urlpattern parameter",
+        ));
+    }
+    if selectors.len() > limits.max_selectors {
+        return Err(ApiError::bad(format!(
+            "too many topic selectors: {} (at most {})",
+            selectors.len(),
+            limits.max_selectors
+        )));
+    }
+    // The header takes precedence over the query parameters, as Mercure asks.
+    let header_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::bad("Last-Event-ID header is not valid text"))
+        })
+        .transpose()?
+        .filter(|v| !v.is_empty());
+    let start = match header_id.or(last_event_id) {
+        Some(id) => Start::from_last_event_id(&id),
+        None if latest => Start::Latest,
+        None => Start::Live,
+    };
+    Ok(Request {
+        interest: Interest {
+            selectors,
+            types: (!types.is_empty()).then_some(types),
+            private_selectors: Vec::new(),
+        },
+        start,
+        rest,
+    })
+}
+
+/// `GET /.well-known/mercure`.
+pub async fn subscribe(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
+    stream(&state, request).await
+}
+
+/// `GET /events/{topic}`.
+pub async fn subscribe_to_path(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let request = parse_request(query.as_deref(), &headers, Some(&topic), &state.limits)?;
+    stream(&state, request).await
+}
+
+async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let subscription = state
+        .hub
+        .subscribe(request.interest, request.start)
+        .await?;
+    let start_id = HeaderValue::from_str(subscription.start_id())
+        .map_err(|_| ApiError::Internal("stored id is not a valid header value".into()))?;
+    let (link_name, link_value) = link_header();
+    let mut response = Response::new(Body::from_stream(subscription));
+    *response.status_mut() = StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    h.insert(HeaderName::from_static("last-event-id"), start_id.clone());
+    h.insert(HeaderName::from_static("mercure-last-event-id"), start_id);
+    h.insert(link_name, HeaderValue::from_static(link_value));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(query: &str) -> Result<Request, ApiError> {
+        parse_request(Some(query), &HeaderMap::new(), None, &Limits::default())
+    }
+
+    #[test]
+    fn selectors_of_both_generations() {
+        let r = parse("topic=a&topic=jobs/{id}&match=b&type=done").unwrap();
+        assert_eq!(r.interest.selectors.len(), 3);
+        assert_eq!(r.interest.types.as_ref().unwrap().len(), 1);
+        assert_eq!(r.start, Start::Live);
+    }
+
+    #[test]
+    fn last_event_id_sources_and_precedence() {
+        assert_eq!(parse("topic=a&lastEventID=x").unwrap().start, Start::After("x".into()));
+        assert_eq!(parse("topic=a&last_event_id=earliest").unwrap().start, Start::Earliest);
+        assert_eq!(parse("topic=a&latest=1").unwrap().start, Start::Latest);
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", HeaderValue::from_static("h"));
+        let r = parse_request(Some("topic=a&lastEventID=q"), &headers, None, &Limits::default());
+        assert_eq!(r.unwrap().start, Start::After("h".into()));
+    }
+
+    #[test]
+    fn bad_requests() {
+        for (q, reason) in [
+            ("", "missing topic"),
+            ("type=x", "missing topic"),
+            ("topic=jobs/{id", "URI template"),
+            ("topic=a&matchFoo=b", "unsupported matcher"),
+            ("topic=a&latest=maybe", "true or false"),
+        ] {
+            let err = parse(q).err().expect(q).to_string();
+            assert!(err.contains(reason), "{q}: {err}");
+        }
+        let many = "topic=a&".repeat(101);
+        assert!(parse(&many).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The Tidings server and CLI as a library: configuration, the HTTP surface and the client
+//! commands. `main.rs` only parses the command line and calls in here.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+
+pub use app::App;
+pub use config::Config;

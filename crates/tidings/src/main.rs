@@ -1,0 +1,59 @@
+//! The `tidings` binary: parse the command line, set up logging, run the command.
+
+use clap::Parser;
+use tidings::cli::{self, Cli, Command};
+use tidings::App;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            let config = args.resolve()?;
+            let app = App::build(config).await?;
+            let listener = tokio::net::TcpListener::bind(app.config().listen).await?;
+            tracing::info!(
+                address = %listener.local_addr()?,
+                store = ?app.config().store,
+                "tidings hub listening"
+            );
+            app.serve(listener, shutdown_signal()).await
+        }
+        Command::Publish(args) => cli::publish(args).await,
+        Command::Tail(args) => cli::tail(args).await,
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
