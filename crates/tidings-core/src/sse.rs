@@ -100,9 +100,11 @@ mod tests {
     /// Parses `frame` with an independent WHATWG-conformant parser and returns the events.
     fn parse(frame: Bytes) -> Vec<eventsource_stream::Event> {
         let stream = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(frame)]);
-        let parsed: Vec<_> = futures_util::executor::block_on(
-            eventsource_stream::Eventsource::eventsource(stream).collect::<Vec<_>>(),
-        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let parsed: Vec<_> = runtime
+            .block_on(eventsource_stream::Eventsource::eventsource(stream).collect::<Vec<_>>());
         parsed.into_iter().map(|e| e.expect("parse")).collect()
     }
 

@@ -55,6 +55,8 @@ impl SqliteOptions {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+/// An append waiting for the next group commit.
+type PendingAppend = (Vec<NewEvent>, Reply<Vec<Arc<Event>>>);
 
 enum Job {
     Append(Vec<NewEvent>, Reply<Vec<Arc<Event>>>),
@@ -391,7 +393,7 @@ impl Writer {
     /// Commits every waiting append in one transaction and answers each.
     fn commit_group(
         &mut self,
-        appends: &mut Vec<(Vec<NewEvent>, Reply<Vec<Arc<Event>>>)>,
+        appends: &mut Vec<PendingAppend>,
         commits: &broadcast::Sender<Commit>,
     ) {
         let first_seq = self.next_seq;
