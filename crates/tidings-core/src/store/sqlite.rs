@@ -91,6 +91,10 @@ CREATE TABLE IF NOT EXISTS event_topics (
     PRIMARY KEY (seq, topic)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS event_topics_by_topic ON event_topics (topic, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 ";
 const SCHEMA_VERSION: i64 = 1;
 
@@ -130,10 +134,14 @@ impl SqliteLog {
     pub fn open(options: SqliteOptions) -> Result<Self, LogError> {
         let conn = open_connection(&options.path, options.durability)?;
         migrate(&conn)?;
+        // Pruning records how far it went, so a log pruned empty never reuses a seq.
         let next_seq: Seq = conn
-            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM events", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT max(coalesce((SELECT max(seq) FROM events), 0), \
+                            coalesce((SELECT value FROM meta WHERE key = 'pruned_through'), 0)) + 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map_err(storage)? as Seq;
         let (jobs, rx) = mpsc::channel(MAX_GROUP * 4);
         let (commits, _) = broadcast::channel(1024);
@@ -160,9 +168,15 @@ impl SqliteLog {
 
     /// The highest seq pruning must delete to satisfy `retention`, if any.
     async fn prune_cutoff(&self, retention: Retention) -> Result<Option<Seq>, LogError> {
-        let age_cutoff = retention
-            .max_age
-            .map(|age| now_ms() - age.as_millis() as i64);
+        // An age too large to subtract keeps everything.
+        let age_cutoff = retention.max_age.and_then(|age| {
+            i64::try_from(age.as_millis())
+                .ok()
+                .and_then(|age| now_ms().checked_sub(age))
+        });
+        if retention.max_events.is_none() && age_cutoff.is_none() {
+            return Ok(None);
+        }
         let max_events = retention.max_events;
         self.readers
             .run(move |conn| {
@@ -461,6 +475,12 @@ impl Writer {
         let upto = last.unwrap_or(clamp(cutoff));
         tx.execute("DELETE FROM event_topics WHERE seq <= ?1", [upto])
             .map_err(storage)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('pruned_through', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            [upto],
+        )
+        .map_err(storage)?;
         let deleted = tx
             .execute("DELETE FROM events WHERE seq <= ?1", [upto])
             .map_err(storage)?;
@@ -495,7 +515,8 @@ fn insert_batch(
                 topics.join("\n"),
                 event.kind.as_ref().map(EventType::as_str),
                 &*event.data,
-                event.retry.map(clamp),
+                // Bit-cast: the full u64 range round-trips through SQLite's i64.
+                event.retry.map(|r| r as i64),
                 event.private,
                 event.stored_at_ms,
             ])
