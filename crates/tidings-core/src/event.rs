@@ -25,8 +25,8 @@ pub enum EventError {
     EmptyId,
     #[error("id is longer than {0} bytes")]
     IdTooLong(usize),
-    #[error("id contains CR, LF or NUL")]
-    IdLineBreak,
+    #[error("id contains a control character")]
+    IdControlChar,
     #[error("id \"earliest\" is reserved")]
     IdReserved,
     #[error("type is empty")]
@@ -93,8 +93,8 @@ string_newtype!(
     Topic
 );
 string_newtype!(
-    /// An event id: opaque, unique in the log, without CR, LF or NUL (they would break the SSE
-    /// `id:` field).
+    /// An event id: opaque, unique in the log, without control characters (they would break the
+    /// SSE `id:` field and the Last-Event-ID header).
     EventId
 );
 string_newtype!(
@@ -127,8 +127,9 @@ impl EventId {
         if s.len() > MAX_ID_LEN {
             return Err(EventError::IdTooLong(MAX_ID_LEN));
         }
-        if has_line_break(s) {
-            return Err(EventError::IdLineBreak);
+        // Control characters would break the SSE `id:` line or the Last-Event-ID header.
+        if s.chars().any(char::is_control) {
+            return Err(EventError::IdControlChar);
         }
         if s == crate::EARLIEST {
             return Err(EventError::IdReserved);
@@ -266,7 +267,7 @@ mod tests {
     #[test]
     fn ids_and_types_refuse_line_breaks() {
         for bad in ["a\rb", "a\nb", "a\0b"] {
-            assert_eq!(EventId::parse(bad), Err(EventError::IdLineBreak));
+            assert_eq!(EventId::parse(bad), Err(EventError::IdControlChar));
             assert_eq!(EventType::parse(bad), Err(EventError::TypeLineBreak));
         }
         assert_eq!(EventId::parse("earliest"), Err(EventError::IdReserved));

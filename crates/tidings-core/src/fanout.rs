@@ -125,6 +125,8 @@ pub struct Head {
 #[derive(Default)]
 pub struct Fanout {
     registry: Mutex<Registry>,
+    /// The head after each dispatch, for publishers that wait until their events are visible.
+    dispatched: tokio::sync::watch::Sender<Seq>,
     pub counters: FanoutCounters,
 }
 
@@ -137,6 +139,7 @@ impl Fanout {
             ..Registry::default()
         };
         Self {
+            dispatched: tokio::sync::watch::Sender::new(head.seq),
             registry: Mutex::new(registry),
             counters: FanoutCounters::default(),
         }
@@ -200,8 +203,8 @@ impl Fanout {
     /// Hands committed events, in log order, to every matching subscriber. Events at or before
     /// the head are skipped, so a notice seen twice does nothing.
     pub fn dispatch(&self, events: &[Arc<Event>]) {
-        let mut reg = self.lock();
-        let reg = &mut *reg;
+        let mut guard = self.lock();
+        let reg = &mut *guard;
         let mut delivered = 0u64;
         let mut slow = 0u64;
         for event in events {
@@ -243,6 +246,13 @@ impl Fanout {
                 }
             }
         }
+        let head = reg.head;
+        drop(guard);
+        self.dispatched.send_if_modified(|h| {
+            let moved = *h < head;
+            *h = head;
+            moved
+        });
         self.counters
             .delivered
             .fetch_add(delivered, Ordering::Relaxed);
@@ -252,6 +262,13 @@ impl Fanout {
                 .fetch_add(slow, Ordering::Relaxed);
             tracing::info!(count = slow, "cut off subscribers that fell behind");
         }
+    }
+
+    /// Completes once every event up to `seq` has been dispatched.
+    pub async fn dispatched(&self, seq: Seq) {
+        let mut rx = self.dispatched.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we borrow it.
+        let _ = rx.wait_for(|h| *h >= seq).await;
     }
 
     /// The newest dispatched position.

@@ -31,6 +31,9 @@ pub const EARLIEST: &str = "earliest";
 /// The SSE event type of the notice sent when a Last-Event-ID is unknown or already pruned.
 pub const RESET_EVENT: &str = "tidings.reset";
 
+/// How long a publish waits for its events to reach the fan-out before answering anyway.
+const VISIBILITY_WAIT: Duration = Duration::from_secs(2);
+
 /// Events read from the log per history page.
 const PAGE: usize = 512;
 
@@ -170,6 +173,17 @@ impl Hub {
         let events = self.log.append(batch).await?;
         self.published
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        // Read-your-writes: answer once the events are visible to new subscriptions and polls
+        // too. They are durable already, so a stalled pump delays the answer only so long.
+        if let Some(last) = events.last() {
+            let visible = self.fanout.dispatched(last.seq);
+            if tokio::time::timeout(VISIBILITY_WAIT, visible)
+                .await
+                .is_err()
+            {
+                tracing::warn!(seq = last.seq, "published events not dispatched in time");
+            }
+        }
         Ok(events)
     }
 
@@ -187,7 +201,11 @@ impl Hub {
             subscribed_topics,
             published: self.published.load(Ordering::Relaxed),
             delivered: self.fanout.counters.delivered.load(Ordering::Relaxed),
-            slow_disconnects: self.fanout.counters.slow_disconnects.load(Ordering::Relaxed),
+            slow_disconnects: self
+                .fanout
+                .counters
+                .slow_disconnects
+                .load(Ordering::Relaxed),
             log: self.log.stats().await?,
         })
     }
@@ -435,8 +453,12 @@ impl Subscription {
     fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, LogError>>> {
         while let Some(replay) = &mut self.replay {
             let pending = replay.pending.get_or_insert_with(|| {
-                let (log, scope, after, upto) =
-                    (self.log.clone(), self.interest.scope(), self.sent, replay.upto);
+                let (log, scope, after, upto) = (
+                    self.log.clone(),
+                    self.interest.scope(),
+                    self.sent,
+                    replay.upto,
+                );
                 Box::pin(async move { log.read(after, upto, &scope, PAGE).await })
             });
             let batch = match ready!(pending.as_mut().poll(cx)) {

@@ -135,7 +135,11 @@ impl Mailbox {
             if let Some(reason) = inner.closed {
                 return Poll::Ready(Err(reason));
             }
-            if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            if !inner
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
                 inner.waker = Some(cx.waker().clone());
             }
             return Poll::Pending;

@@ -54,7 +54,11 @@ fn put_data(buf: &mut BytesMut, data: &str) {
             }
             b'\r' => {
                 put_field(buf, b"data", &bytes[start..i]);
-                i += if bytes.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                i += if bytes.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
                 start = i;
             }
             _ => i += 1,

@@ -122,9 +122,16 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
     let mut printed = 0u64;
     let mut retry = Duration::from_secs(1);
     loop {
-        let query: Vec<String> = (args.topic.iter().map(|t| format!("topic={}", percent_encode(t))))
-            .chain(args.kind.iter().map(|k| format!("type={}", percent_encode(k))))
-            .collect();
+        let query: Vec<String> = (args
+            .topic
+            .iter()
+            .map(|t| format!("topic={}", percent_encode(t))))
+        .chain(
+            args.kind
+                .iter()
+                .map(|k| format!("type={}", percent_encode(k))),
+        )
+        .collect();
         let url = format!("{}?{}", endpoint(&args.hub), query.join("&"));
         let mut request = client.get(url);
         if let Some(id) = &last_id {
@@ -132,7 +139,8 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
         }
         match request.send().await {
             Ok(response) if response.status().is_success() => {
-                let mut events = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
+                let mut events =
+                    eventsource_stream::Eventsource::eventsource(response.bytes_stream());
                 while let Some(item) = events.next().await {
                     let Ok(event) = item else { break };
                     if let Some(r) = event.retry {
@@ -157,7 +165,10 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
             Ok(response) => {
                 let status = response.status();
                 let text = response.text().await.unwrap_or_default();
-                bail!("the hub refused the subscription ({status}): {}", text.trim());
+                bail!(
+                    "the hub refused the subscription ({status}): {}",
+                    text.trim()
+                );
             }
             Err(e) => eprintln!("tidings tail: {e}; retrying in {retry:?}"),
         }

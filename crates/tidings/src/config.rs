@@ -17,7 +17,10 @@ use tidings_core::store::sqlite::Durability;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     /// An SQLite file (the embedded default).
-    Sqlite { path: PathBuf, durability: Durability },
+    Sqlite {
+        path: PathBuf,
+        durability: Durability,
+    },
 }
 
 impl StoreConfig {
@@ -207,7 +210,9 @@ impl ServeArgs {
         if let Some(listen) = self.listen.or(file.listen) {
             config.listen = listen;
         }
-        let heartbeat = self.heartbeat.or(file_duration(file.heartbeat, "heartbeat")?);
+        let heartbeat = self
+            .heartbeat
+            .or(file_duration(file.heartbeat, "heartbeat")?);
         if let Some(h) = heartbeat {
             if h.is_zero() {
                 bail!("heartbeat must be longer than zero");

@@ -15,7 +15,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
-    #[error("unsupported Content-Type {0:?}; use application/x-www-form-urlencoded or application/json")]
+    #[error(
+        "unsupported Content-Type {0:?}; use application/x-www-form-urlencoded or application/json"
+    )]
     UnsupportedMediaType(String),
     #[error("{0}")]
     Conflict(String),

@@ -36,7 +36,12 @@ mod tests {
     #[test]
     fn decodes_repeated_names_plus_and_percent() {
         let got = pairs(b"topic=a&topic=b%2Fc&data=x+y&private").unwrap();
-        let want = [("topic", "a"), ("topic", "b/c"), ("data", "x y"), ("private", "")];
+        let want = [
+            ("topic", "a"),
+            ("topic", "b/c"),
+            ("data", "x y"),
+            ("private", ""),
+        ];
         let got: Vec<(&str, &str)> = got.iter().map(|(a, b)| (&a[..], &b[..])).collect();
         assert_eq!(got, want);
     }

@@ -91,7 +91,13 @@ fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default()
 }
 
@@ -165,7 +171,9 @@ struct Fields {
 
 fn set_once(slot: &mut Option<String>, value: String, name: &str) -> Result<(), ApiError> {
     if slot.replace(value).is_some() {
-        return Err(ApiError::bad(format!("field {name} is given more than once")));
+        return Err(ApiError::bad(format!(
+            "field {name} is given more than once"
+        )));
     }
     Ok(())
 }
@@ -298,7 +306,8 @@ fn parse_json_publish(body: &[u8], limits: &Limits) -> Result<(Vec<NewEvent>, bo
                 .into_iter()
                 .enumerate()
                 .map(|(i, v)| {
-                    parse_json_event(v, limits).map_err(|e| ApiError::bad(format!("event {i}: {e}")))
+                    parse_json_event(v, limits)
+                        .map_err(|e| ApiError::bad(format!("event {i}: {e}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((events, false))
@@ -342,7 +351,9 @@ mod tests {
             (b"topic=a&data=1&data=2", "more than once"),
             (b"topic=", "topic is empty"),
         ] {
-            let err = parse_form_publish(body, &limits(), None).unwrap_err().to_string();
+            let err = parse_form_publish(body, &limits(), None)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(reason), "{err} lacks {reason}");
             assert!(!err.contains('\n'));
         }
@@ -350,9 +361,11 @@ mod tests {
 
     #[test]
     fn json_accepts_objects_arrays_and_any_data() {
-        let (events, single) =
-            parse_json_publish(br#"{"topic":"a","data":{"k":[1,2]},"private":true}"#, &limits())
-                .unwrap();
+        let (events, single) = parse_json_publish(
+            br#"{"topic":"a","data":{"k":[1,2]},"private":true}"#,
+            &limits(),
+        )
+        .unwrap();
         assert!(single);
         assert_eq!(events[0].data, r#"{"k":[1,2]}"#);
         assert!(events[0].private);

@@ -29,7 +29,9 @@ fn flag(value: &str) -> Result<bool, ApiError> {
     match value {
         "" | "1" | "true" | "on" | "yes" => Ok(true),
         "0" | "false" | "off" | "no" => Ok(false),
-        other => Err(ApiError::bad(format!("expected true or false, got {other:?}"))),
+        other => Err(ApiError::bad(format!(
+            "expected true or false, got {other:?}"
+        ))),
     }
 }
 
@@ -64,7 +66,9 @@ pub fn parse_request(
                 ))
             }
             n if n.to_ascii_lowercase().starts_with("match") => {
-                return Err(ApiError::bad(format!("unsupported matcher parameter {n:?}")))
+                return Err(ApiError::bad(format!(
+                    "unsupported matcher parameter {n:?}"
+                )))
             }
             "type" => types.push(EventType::parse(&value)?),
             "lastEventID" | "last_event_id" | "Last-Event-ID" => {
@@ -90,9 +94,10 @@ pub fn parse_request(
     let header_id = headers
         .get("last-event-id")
         .map(|v| {
-            v.to_str()
+            // Browsers send the id back as UTF-8, which `to_str` (visible ASCII only) refuses.
+            std::str::from_utf8(v.as_bytes())
                 .map(str::to_owned)
-                .map_err(|_| ApiError::bad("Last-Event-ID header is not valid text"))
+                .map_err(|_| ApiError::bad("Last-Event-ID header is not valid UTF-8"))
         })
         .transpose()?
         .filter(|v| !v.is_empty());
@@ -134,17 +139,18 @@ pub async fn subscribe_to_path(
 }
 
 async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError> {
-    let subscription = state
-        .hub
-        .subscribe(request.interest, request.start)
-        .await?;
-    let start_id = HeaderValue::from_str(subscription.start_id())
+    let subscription = state.hub.subscribe(request.interest, request.start).await?;
+    // Ids have no control characters, so their UTF-8 bytes are a valid (obs-text) header value.
+    let start_id = HeaderValue::from_bytes(subscription.start_id().as_bytes())
         .map_err(|_| ApiError::Internal("stored id is not a valid header value".into()))?;
     let (link_name, link_value) = link_header();
     let mut response = Response::new(Body::from_stream(subscription));
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(
         HeaderName::from_static("x-accel-buffering"),
@@ -174,12 +180,23 @@ mod tests {
 
     #[test]
     fn last_event_id_sources_and_precedence() {
-        assert_eq!(parse("topic=a&lastEventID=x").unwrap().start, Start::After("x".into()));
-        assert_eq!(parse("topic=a&last_event_id=earliest").unwrap().start, Start::Earliest);
+        assert_eq!(
+            parse("topic=a&lastEventID=x").unwrap().start,
+            Start::After("x".into())
+        );
+        assert_eq!(
+            parse("topic=a&last_event_id=earliest").unwrap().start,
+            Start::Earliest
+        );
         assert_eq!(parse("topic=a&latest=1").unwrap().start, Start::Latest);
         let mut headers = HeaderMap::new();
         headers.insert("last-event-id", HeaderValue::from_static("h"));
-        let r = parse_request(Some("topic=a&lastEventID=q"), &headers, None, &Limits::default());
+        let r = parse_request(
+            Some("topic=a&lastEventID=q"),
+            &headers,
+            None,
+            &Limits::default(),
+        );
         assert_eq!(r.unwrap().start, Start::After("h".into()));
     }
 
