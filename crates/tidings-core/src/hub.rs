@@ -284,6 +284,7 @@ impl Hub {
             heartbeat_every: self.options.heartbeat,
             heartbeat: Box::pin(tokio::time::sleep(self.options.heartbeat)),
             last_write: Instant::now(),
+            end: None,
             done: false,
         })
     }
@@ -440,10 +441,17 @@ pub struct Subscription {
     heartbeat_every: Duration,
     heartbeat: Pin<Box<Sleep>>,
     last_write: Instant,
+    /// When set, the stream ends at this instant (the subscriber's token expires).
+    end: Option<Pin<Box<Sleep>>>,
     done: bool,
 }
 
 impl Subscription {
+    /// Ends the stream after `left` (at once when zero), e.g. when the subscriber's token expires.
+    pub fn end_after(&mut self, left: Duration) {
+        self.end = Some(Box::pin(tokio::time::sleep(left)));
+    }
+
     /// The id just before the first event this stream sends, or `earliest`: the value of the
     /// `Last-Event-ID` / `Mercure-Last-Event-ID` response headers.
     pub fn start_id(&self) -> &str {
@@ -493,6 +501,12 @@ impl Stream for Subscription {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
+        }
+        if let Some(end) = &mut this.end {
+            if end.as_mut().poll(cx).is_ready() {
+                this.done = true;
+                return Poll::Ready(None);
+            }
         }
         if let Some(preamble) = this.preamble.take() {
             return Poll::Ready(Some(Ok(preamble)));

@@ -10,6 +10,7 @@ use tidings_core::log::EventLog;
 use tidings_core::store::sqlite::{SqliteLog, SqliteOptions};
 use tokio::net::TcpListener;
 
+use crate::auth::Auth;
 use crate::config::{Config, StoreConfig};
 use crate::http::{self, AppState};
 
@@ -57,9 +58,17 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let auth = Auth::new(&self.config.auth)?;
+        if auth.publishing_is_open() {
+            tracing::warn!(
+                "NO PUBLISHER KEY: anyone who can reach this hub may publish (development mode); \
+                 set --publisher-jwt-key (or --jwt-key) in production"
+            );
+        }
         let state = Arc::new(AppState {
             hub: self.hub.clone(),
             limits: self.config.limits,
+            auth,
         });
         let router = http::router(state);
         let hub = self.hub.clone();

@@ -13,6 +13,8 @@ use tidings_core::log::Retention;
 use tidings_core::mailbox::Bounds;
 use tidings_core::store::sqlite::Durability;
 
+use crate::auth::{parse_algorithm, AuthConfig, KeyConfig};
+
 /// Where events are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
@@ -83,6 +85,7 @@ pub struct Config {
     pub limits: Limits,
     /// How long shutdown waits for connections to finish.
     pub shutdown_grace: Duration,
+    pub auth: AuthConfig,
 }
 
 impl Config {
@@ -97,6 +100,7 @@ impl Config {
             hub: HubOptions::default(),
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -155,6 +159,34 @@ pub struct ServeArgs {
     /// Bytes a subscriber may have queued before it is cut off as too slow [default: 8388608].
     #[arg(long, env = "TIDINGS_QUEUE_BYTES")]
     pub queue_bytes: Option<usize>,
+    /// JWT key for both publishers and subscribers: an HMAC secret (32 bytes or more) or a PEM
+    /// public key; `@PATH` reads it from a file.
+    #[arg(long, env = "TIDINGS_JWT_KEY", hide_env_values = true)]
+    pub jwt_key: Option<String>,
+    /// Algorithm of --jwt-key [default: HS256].
+    #[arg(long, env = "TIDINGS_JWT_ALG")]
+    pub jwt_alg: Option<String>,
+    /// JWT key for publishers (overrides --jwt-key); without any, publishing is open (dev mode).
+    #[arg(long, env = "TIDINGS_PUBLISHER_JWT_KEY", hide_env_values = true)]
+    pub publisher_jwt_key: Option<String>,
+    /// Algorithm of --publisher-jwt-key [default: HS256].
+    #[arg(long, env = "TIDINGS_PUBLISHER_JWT_ALG")]
+    pub publisher_jwt_alg: Option<String>,
+    /// JWT key for subscribers (overrides --jwt-key).
+    #[arg(long, env = "TIDINGS_SUBSCRIBER_JWT_KEY", hide_env_values = true)]
+    pub subscriber_jwt_key: Option<String>,
+    /// Algorithm of --subscriber-jwt-key [default: HS256].
+    #[arg(long, env = "TIDINGS_SUBSCRIBER_JWT_ALG")]
+    pub subscriber_jwt_alg: Option<String>,
+    /// Whether subscribers without a token may receive public events [default: true].
+    #[arg(long, env = "TIDINGS_ANONYMOUS")]
+    pub anonymous: Option<bool>,
+    /// Clock skew allowed on a token's exp and nbf [default: 5s].
+    #[arg(long, env = "TIDINGS_JWT_LEEWAY", value_parser = parse_duration)]
+    pub jwt_leeway: Option<Duration>,
+    /// Name of the cookie a token may come in [default: mercureAuthorization].
+    #[arg(long, env = "TIDINGS_COOKIE_NAME")]
+    pub cookie_name: Option<String>,
 }
 
 /// The TOML file: the same settings; an unknown key is an error.
@@ -173,6 +205,33 @@ struct FileConfig {
     prune_every: Option<String>,
     queue_frames: Option<usize>,
     queue_bytes: Option<usize>,
+    jwt_key: Option<String>,
+    jwt_alg: Option<String>,
+    publisher_jwt_key: Option<String>,
+    publisher_jwt_alg: Option<String>,
+    subscriber_jwt_key: Option<String>,
+    subscriber_jwt_alg: Option<String>,
+    anonymous: Option<bool>,
+    jwt_leeway: Option<String>,
+    cookie_name: Option<String>,
+}
+
+/// A key from its flag value (`@PATH` reads a file) and algorithm name.
+fn key_config(key: Option<String>, alg: Option<String>) -> anyhow::Result<Option<KeyConfig>> {
+    let Some(key) = key else {
+        if alg.is_some() {
+            bail!("an algorithm is set but no key");
+        }
+        return Ok(None);
+    };
+    let key = match key.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading the key file {path}"))?
+        }
+        None => key,
+    };
+    let algorithm = parse_algorithm(alg.as_deref().unwrap_or("HS256"))?;
+    Ok(Some(KeyConfig { algorithm, key }))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -259,6 +318,36 @@ impl ServeArgs {
         };
         if config.hub.mailbox.frames == 0 || config.hub.mailbox.bytes < config.limits.max_body {
             bail!("queue_frames must be at least 1 and queue_bytes at least max_body");
+        }
+        let shared_key = self.jwt_key.or(file.jwt_key);
+        let shared_alg = self.jwt_alg.or(file.jwt_alg);
+        config.auth.publisher = key_config(
+            self.publisher_jwt_key
+                .or(file.publisher_jwt_key)
+                .or(shared_key.clone()),
+            self.publisher_jwt_alg
+                .or(file.publisher_jwt_alg)
+                .or(shared_alg.clone()),
+        )
+        .context("publisher JWT key")?;
+        config.auth.subscriber = key_config(
+            self.subscriber_jwt_key
+                .or(file.subscriber_jwt_key)
+                .or(shared_key),
+            self.subscriber_jwt_alg
+                .or(file.subscriber_jwt_alg)
+                .or(shared_alg),
+        )
+        .context("subscriber JWT key")?;
+        config.auth.anonymous = self.anonymous.or(file.anonymous).unwrap_or(true);
+        if let Some(leeway) = self
+            .jwt_leeway
+            .or(file_duration(file.jwt_leeway, "jwt_leeway")?)
+        {
+            config.auth.leeway = leeway;
+        }
+        if let Some(name) = self.cookie_name.or(file.cookie_name) {
+            config.auth.cookie = name;
         }
         Ok(config)
     }

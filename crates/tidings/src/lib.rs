@@ -2,6 +2,7 @@
 //! commands. `main.rs` only parses the command line and calls in here.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;

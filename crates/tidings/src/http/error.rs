@@ -21,6 +21,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Conflict(String),
+    #[error(transparent)]
+    Unauthorized(#[from] crate::auth::AuthError),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the hub is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -38,6 +42,8 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -76,11 +82,23 @@ impl IntoResponse for ApiError {
         let mut reason = self.to_string();
         reason.retain(|c| c != '\n' && c != '\r');
         reason.push('\n');
-        (
+        let mut response = (
             self.status(),
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             reason,
         )
-            .into_response()
+            .into_response();
+        let challenge = match &self {
+            Self::Unauthorized(_) => Some("Bearer error=\"invalid_token\""),
+            Self::Forbidden(_) => Some("Bearer error=\"insufficient_scope\""),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
+            );
+        }
+        response
     }
 }

@@ -7,6 +7,7 @@ use axum::routing::get;
 use axum::Router;
 use tidings_core::hub::Hub;
 
+use crate::auth::Auth;
 use crate::config::Limits;
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod subscribe;
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub limits: Limits,
+    pub auth: Auth,
 }
 
 /// The Mercure discovery header, relative to the request's origin.

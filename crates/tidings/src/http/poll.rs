@@ -76,6 +76,7 @@ pub async fn poll(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
+    request.authorize(&state, &headers)?;
     let mut limit = DEFAULT_LIMIT;
     let mut wait = Duration::ZERO;
     for (name, value) in std::mem::take(&mut request.rest) {

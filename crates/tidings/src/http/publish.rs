@@ -14,6 +14,7 @@ use tidings_core::event::{EventId, EventType, NewEvent, Topic};
 
 use super::error::ApiError;
 use super::{form, link_header, AppState};
+use crate::auth::{may_publish, Grant};
 use crate::config::Limits;
 
 /// `POST /.well-known/mercure`.
@@ -23,16 +24,19 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &state.limits;
+    let grant = state.auth.publisher(state.auth.token(&headers, None))?;
     let body = read_body(body, limits.max_body).await?;
     match content_type(&headers).as_str() {
         "application/json" => {
             let (batch, single) = parse_json_publish(&body, limits)?;
+            authorize(grant.as_ref(), &batch)?;
             let events = state.hub.publish(batch).await?;
             let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
             Ok(json_ids(&ids, single))
         }
         "application/x-www-form-urlencoded" | "" => {
             let event = parse_form_publish(&body, limits, None)?;
+            authorize(grant.as_ref(), std::slice::from_ref(&event))?;
             let events = state.hub.publish(vec![event]).await?;
             let id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
             Ok((
@@ -57,6 +61,7 @@ pub async fn publish_to_path(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &state.limits;
+    let grant = state.auth.publisher(state.auth.token(&headers, None))?;
     let body = read_body(body, limits.max_body).await?;
     let topic = Topic::parse(&topic)?;
     let event = match content_type(&headers).as_str() {
@@ -72,9 +77,23 @@ pub async fn publish_to_path(
         "application/x-www-form-urlencoded" => parse_form_publish(&body, limits, Some(topic))?,
         other => return Err(ApiError::UnsupportedMediaType(other.to_owned())),
     };
+    authorize(grant.as_ref(), std::slice::from_ref(&event))?;
     let events = state.hub.publish(vec![event]).await?;
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     Ok(json_ids(&ids, true))
+}
+
+/// With a publisher grant (`None`: open development mode), every topic of every event must be
+/// covered by its `mercure.publish` selectors.
+fn authorize(grant: Option<&Grant>, events: &[NewEvent]) -> Result<(), ApiError> {
+    let Some(grant) = grant else { return Ok(()) };
+    match events.iter().find(|e| !may_publish(grant, &e.topics)) {
+        Some(e) => Err(ApiError::Forbidden(format!(
+            "the token may not publish to all of the topics {:?}",
+            e.topics.iter().map(|t| t.as_str()).collect::<Vec<_>>()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn json_ids(ids: &[&str], single: bool) -> Response {

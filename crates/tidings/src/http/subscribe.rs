@@ -23,6 +23,22 @@ pub struct Request {
     pub start: Start,
     /// Parameters this parser does not own (`after`, `wait`, `limit` for polling).
     pub rest: Vec<(String, String)>,
+    /// The `authorization` query parameter (a token, for clients that cannot set headers).
+    pub token: Option<String>,
+    /// When the subscriber's token expires, seconds since the Unix epoch.
+    pub expires_at: Option<u64>,
+}
+
+impl Request {
+    /// Applies the subscriber's token: its `mercure.subscribe` selectors decide which private
+    /// events it may receive.
+    pub fn authorize(&mut self, state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+        let token = state.auth.token(headers, self.token.as_deref());
+        let grant = state.auth.subscriber(token)?;
+        self.interest.private_selectors = grant.subscribe;
+        self.expires_at = grant.expires_at;
+        Ok(())
+    }
 }
 
 fn flag(value: &str) -> Result<bool, ApiError> {
@@ -50,6 +66,7 @@ pub fn parse_request(
     let mut types = Vec::new();
     let mut last_event_id: Option<String> = None;
     let mut latest = false;
+    let mut token = None;
     let mut rest = Vec::new();
     for (name, value) in form::pairs(query.unwrap_or("").as_bytes())? {
         match name.as_str() {
@@ -75,6 +92,7 @@ pub fn parse_request(
                 last_event_id.get_or_insert(value);
             }
             "latest" => latest = flag(&value)?,
+            "authorization" => token = Some(value),
             _ => rest.push((name, value)),
         }
     }
@@ -114,6 +132,8 @@ pub fn parse_request(
         },
         start,
         rest,
+        token,
+        expires_at: None,
     })
 }
 
@@ -123,7 +143,8 @@ pub async fn subscribe(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
+    let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
+    request.authorize(&state, &headers)?;
     stream(&state, request).await
 }
 
@@ -134,12 +155,22 @@ pub async fn subscribe_to_path(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request = parse_request(query.as_deref(), &headers, Some(&topic), &state.limits)?;
+    let mut request = parse_request(query.as_deref(), &headers, Some(&topic), &state.limits)?;
+    request.authorize(&state, &headers)?;
     stream(&state, request).await
 }
 
 async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError> {
-    let subscription = state.hub.subscribe(request.interest, request.start).await?;
+    let mut subscription = state.hub.subscribe(request.interest, request.start).await?;
+    if let Some(exp) = request.expires_at {
+        // The stream ends when the token expires; the client reconnects with a fresh one and
+        // resumes by Last-Event-ID without loss.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let left = std::time::Duration::from_secs(exp).saturating_sub(now);
+        subscription.end_after(left);
+    }
     // Ids have no control characters, so their UTF-8 bytes are a valid (obs-text) header value.
     let start_id = HeaderValue::from_bytes(subscription.start_id().as_bytes())
         .map_err(|_| ApiError::Internal("stored id is not a valid header value".into()))?;
