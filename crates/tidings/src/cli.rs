@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Run the hub.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one event to a running hub and print its id.
     Publish(PublishArgs),
     /// Subscribe to a running hub and print events as JSON lines; reconnects and resumes.
