@@ -27,6 +27,25 @@ pub struct Interest {
     pub types: Option<Vec<EventType>>,
     /// Selectors whose private events this subscriber may receive; empty: public events only.
     pub private_selectors: Vec<Selector>,
+    /// Who subscribes, for the presence API; `None` keeps the subscription out of listings.
+    pub presence: Option<Presence>,
+}
+
+/// How a subscription shows in Mercure's active-subscriptions API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The subscriber's id: its token's `sub`, or one the hub made.
+    pub subscriber: Arc<str>,
+    /// The token's `mercure.payload`, as JSON text.
+    pub payload: Option<Arc<str>>,
+}
+
+/// One active subscription, as listed by [`Fanout::subscriptions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSubscription {
+    pub presence: Presence,
+    /// The selectors as the subscriber wrote them.
+    pub selectors: Vec<String>,
 }
 
 impl Interest {
@@ -36,6 +55,7 @@ impl Interest {
             selectors,
             types: None,
             private_selectors: Vec::new(),
+            presence: None,
         }
     }
 
@@ -278,6 +298,26 @@ impl Fanout {
             seq: reg.head,
             id: reg.head_id.clone(),
         }
+    }
+
+    /// Every subscription that has a presence record.
+    pub fn subscriptions(&self) -> Vec<ActiveSubscription> {
+        let reg = self.lock();
+        reg.subs
+            .iter()
+            .filter_map(|(_, e)| {
+                let presence = e.interest.presence.clone()?;
+                Some(ActiveSubscription {
+                    presence,
+                    selectors: e
+                        .interest
+                        .selectors
+                        .iter()
+                        .map(|s| s.source().to_owned())
+                        .collect(),
+                })
+            })
+            .collect()
     }
 
     /// How many subscribers, and how many distinct exact topics they watch.

@@ -193,6 +193,19 @@ impl Hub {
         self.fanout.close();
     }
 
+    /// Every active subscription with a presence record (see [`Interest::presence`]).
+    pub fn subscriptions(&self) -> Vec<crate::fanout::ActiveSubscription> {
+        self.fanout.subscriptions()
+    }
+
+    /// The id of the newest dispatched event, or `earliest`.
+    pub fn head_id(&self) -> String {
+        self.fanout
+            .head()
+            .id
+            .map_or_else(|| EARLIEST.to_owned(), |id| id.to_string())
+    }
+
     /// Counters and log bounds.
     pub async fn stats(&self) -> Result<HubStats, HubError> {
         let (subscribers, subscribed_topics) = self.fanout.sizes();

@@ -69,6 +69,7 @@ impl App {
             hub: self.hub.clone(),
             limits: self.config.limits,
             auth,
+            subscription_events: self.config.subscription_events,
         });
         let router = http::router(state);
         let hub = self.hub.clone();

@@ -92,6 +92,10 @@ pub struct Grant {
     pub subscribe: Vec<Selector>,
     /// `exp`, seconds since the Unix epoch.
     pub expires_at: Option<u64>,
+    /// `sub`: names the subscriber in the active-subscriptions API.
+    pub subject: Option<String>,
+    /// `mercure.payload`, as JSON text: shown with the subscriber's subscriptions.
+    pub payload: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +103,7 @@ struct Claims {
     #[serde(default)]
     mercure: Option<MercureClaim>,
     exp: Option<u64>,
+    sub: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -107,6 +112,8 @@ struct MercureClaim {
     publish: Option<Vec<String>>,
     #[serde(default)]
     subscribe: Option<Vec<String>>,
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
 }
 
 struct Verifier {
@@ -171,6 +178,8 @@ impl Verifier {
             publish: selectors(mercure.publish)?,
             subscribe: selectors(mercure.subscribe)?,
             expires_at: data.claims.exp,
+            subject: data.claims.sub,
+            payload: mercure.payload.map(|p| p.to_string()),
         })
     }
 }

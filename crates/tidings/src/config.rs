@@ -86,6 +86,8 @@ pub struct Config {
     /// How long shutdown waits for connections to finish.
     pub shutdown_grace: Duration,
     pub auth: AuthConfig,
+    /// Publish Mercure subscription events (private) when streams start and end.
+    pub subscription_events: bool,
 }
 
 impl Config {
@@ -101,6 +103,7 @@ impl Config {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),
             auth: AuthConfig::default(),
+            subscription_events: false,
         }
     }
 }
@@ -187,6 +190,9 @@ pub struct ServeArgs {
     /// Name of the cookie a token may come in [default: mercureAuthorization].
     #[arg(long, env = "TIDINGS_COOKIE_NAME")]
     pub cookie_name: Option<String>,
+    /// Publish Mercure subscription events when streams start and end [default: false].
+    #[arg(long, env = "TIDINGS_SUBSCRIPTION_EVENTS")]
+    pub subscription_events: Option<bool>,
 }
 
 /// The TOML file: the same settings; an unknown key is an error.
@@ -214,6 +220,7 @@ struct FileConfig {
     anonymous: Option<bool>,
     jwt_leeway: Option<String>,
     cookie_name: Option<String>,
+    subscription_events: Option<bool>,
 }
 
 /// A key from its flag value (`@PATH` reads a file) and algorithm name.
@@ -349,6 +356,10 @@ impl ServeArgs {
         if let Some(name) = self.cookie_name.or(file.cookie_name) {
             config.auth.cookie = name;
         }
+        config.subscription_events = self
+            .subscription_events
+            .or(file.subscription_events)
+            .unwrap_or(false);
         Ok(config)
     }
 }

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod error;
 pub mod form;
 pub mod poll;
+pub mod presence;
 pub mod publish;
 pub mod subscribe;
 
@@ -22,6 +23,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub limits: Limits,
     pub auth: Auth,
+    /// Publish Mercure subscription events when streams start and end.
+    pub subscription_events: bool,
 }
 
 /// The Mercure discovery header, relative to the request's origin.
@@ -35,6 +38,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/.well-known/mercure",
             get(subscribe::subscribe).post(publish::publish),
+        )
+        .route(presence::PREFIX, get(presence::all))
+        .route(
+            "/.well-known/mercure/subscriptions/{topic}",
+            get(presence::by_topic),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
+            get(presence::one),
         )
         .route("/events", get(poll::poll))
         .route(

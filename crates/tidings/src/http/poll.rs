@@ -77,6 +77,8 @@ pub async fn poll(
 ) -> Result<Response, ApiError> {
     let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
     request.authorize(&state, &headers)?;
+    // A poll is not a standing subscription: keep it out of the presence API.
+    request.interest.presence = None;
     let mut limit = DEFAULT_LIMIT;
     let mut wait = Duration::ZERO;
     for (name, value) in std::mem::take(&mut request.rest) {

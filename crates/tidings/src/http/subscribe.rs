@@ -8,13 +8,13 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
-use tidings_core::event::EventType;
-use tidings_core::fanout::Interest;
+use tidings_core::event::{EventId, EventType};
+use tidings_core::fanout::{Interest, Presence};
 use tidings_core::hub::Start;
 use tidings_core::selector::Selector;
 
 use super::error::ApiError;
-use super::{form, link_header, AppState};
+use super::{form, link_header, presence, AppState};
 use crate::config::Limits;
 
 /// Everything a subscribe or poll request asks for.
@@ -37,6 +37,15 @@ impl Request {
         let grant = state.auth.subscriber(token)?;
         self.interest.private_selectors = grant.subscribe;
         self.expires_at = grant.expires_at;
+        // Mercure: the subscriber id comes only from what the hub verified (the token's `sub`),
+        // or the hub makes one.
+        let subscriber = grant
+            .subject
+            .unwrap_or_else(|| EventId::generate().to_string());
+        self.interest.presence = Some(Presence {
+            subscriber: subscriber.into(),
+            payload: grant.payload.map(Into::into),
+        });
         Ok(())
     }
 }
@@ -129,6 +138,7 @@ pub fn parse_request(
             selectors,
             types: (!types.is_empty()).then_some(types),
             private_selectors: Vec::new(),
+            presence: None,
         },
         start,
         rest,
@@ -161,7 +171,29 @@ pub async fn subscribe_to_path(
 }
 
 async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let departure = match (&request.interest.presence, state.subscription_events) {
+        (Some(presence), true) => {
+            let selectors: Vec<String> = request
+                .interest
+                .selectors
+                .iter()
+                .map(|s| s.source().to_owned())
+                .collect();
+            Some(presence::Departure {
+                hub: state.hub.clone(),
+                selectors,
+                presence: presence.clone(),
+            })
+        }
+        _ => None,
+    };
     let mut subscription = state.hub.subscribe(request.interest, request.start).await?;
+    if let Some(d) = &departure {
+        state
+            .hub
+            .publish(presence::events(&d.selectors, &d.presence, true))
+            .await?;
+    }
     if let Some(exp) = request.expires_at {
         // The stream ends when the token expires; the client reconnects with a fresh one and
         // resumes by Last-Event-ID without loss.
@@ -175,7 +207,10 @@ async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError
     let start_id = HeaderValue::from_bytes(subscription.start_id().as_bytes())
         .map_err(|_| ApiError::Internal("stored id is not a valid header value".into()))?;
     let (link_name, link_value) = link_header();
-    let mut response = Response::new(Body::from_stream(subscription));
+    let mut response = Response::new(Body::from_stream(Guarded {
+        inner: subscription,
+        _guard: departure,
+    }));
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
     h.insert(
@@ -191,6 +226,23 @@ async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError
     h.insert(HeaderName::from_static("mercure-last-event-id"), start_id);
     h.insert(link_name, HeaderValue::from_static(link_value));
     Ok(response)
+}
+
+/// A stream that holds `_guard` for as long as the response body lives.
+struct Guarded<S, G> {
+    inner: S,
+    _guard: G,
+}
+
+impl<S: futures_util::Stream + Unpin, G: Unpin> futures_util::Stream for Guarded<S, G> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,224 @@
+//! Presence: Mercure's active-subscriptions API (stable line) and subscription events.
+//!
+//! `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]` answers JSON-LD. The caller
+//! needs a subscriber token whose `mercure.subscribe` selectors match the requested path, and
+//! sees only the subscriptions whose ids its selectors match. When subscription events are
+//! enabled, the hub publishes a private event on each subscription's id when it starts
+//! (`active: true`) and ends (`active: false`).
+
+use std::sync::Arc;
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+use tidings_core::event::{NewEvent, Topic};
+use tidings_core::fanout::{ActiveSubscription, Presence};
+use tidings_core::hub::Hub;
+use tidings_core::selector::Selector;
+
+use super::error::ApiError;
+use super::{link_header, AppState};
+
+/// The prefix of every subscription id and API path.
+pub const PREFIX: &str = "/.well-known/mercure/subscriptions";
+
+/// RFC 3986 unreserved characters stay; everything else is percent-encoded, exactly once.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The id (and topic of its events) of one subscriber's subscription to `selector`.
+pub fn subscription_id(selector: &str, subscriber: &str) -> String {
+    format!(
+        "{PREFIX}/{}/{}",
+        utf8_percent_encode(selector, COMPONENT),
+        utf8_percent_encode(subscriber, COMPONENT)
+    )
+}
+
+fn document(selector: &str, presence: &Presence, active: bool) -> Value {
+    let payload = presence
+        .payload
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<Value>(p).ok());
+    let mut doc = json!({
+        "id": subscription_id(selector, &presence.subscriber),
+        "type": "Subscription",
+        "topic": selector,
+        "subscriber": &*presence.subscriber,
+        "active": active,
+    });
+    if let Some(payload) = payload {
+        doc["payload"] = payload;
+    }
+    doc
+}
+
+/// The private events announcing that `presence` started (or stopped) watching `selectors`.
+pub fn events(selectors: &[String], presence: &Presence, active: bool) -> Vec<NewEvent> {
+    selectors
+        .iter()
+        .filter_map(|selector| {
+            let mut doc = document(selector, presence, active);
+            doc["@context"] = json!("https://mercure.rocks/");
+            let topic = Topic::parse(&subscription_id(selector, &presence.subscriber)).ok()?;
+            let mut event = NewEvent::new(vec![topic], doc.to_string()).ok()?;
+            event.private = true;
+            Some(event)
+        })
+        .collect()
+}
+
+/// Publishes the `active: false` events when dropped (the subscriber's stream ended).
+pub struct Departure {
+    pub hub: Arc<Hub>,
+    pub selectors: Vec<String>,
+    pub presence: Presence,
+}
+
+impl Drop for Departure {
+    fn drop(&mut self) {
+        let events = events(&self.selectors, &self.presence, false);
+        let hub = self.hub.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = hub.publish(events).await {
+                    tracing::debug!(error = %e, "could not publish a subscription's end");
+                }
+            });
+        }
+    }
+}
+
+/// `GET /.well-known/mercure/subscriptions`.
+pub async fn all(
+    State(state): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    list(&state, uri.path(), &headers, |_, _| true)
+}
+
+/// `GET /.well-known/mercure/subscriptions/{topic}`.
+pub async fn by_topic(
+    State(state): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    list(&state, uri.path(), &headers, |selector, _| {
+        selector == topic
+    })
+}
+
+/// `GET /.well-known/mercure/subscriptions/{topic}/{subscriber}`.
+pub async fn one(
+    State(state): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    Path((topic, subscriber)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let selectors = authorize(&state, uri.path(), &headers)?;
+    let found = state.hub.subscriptions().into_iter().find_map(|s| {
+        (*s.presence.subscriber == *subscriber && s.selectors.contains(&topic))
+            .then(|| document(&topic, &s.presence, true))
+    });
+    let Some(mut doc) = found.filter(|doc| visible(&selectors, doc)) else {
+        return Ok((StatusCode::NOT_FOUND, "no such active subscription\n").into_response());
+    };
+    doc["@context"] = json!("https://mercure.rocks/");
+    doc["lastEventID"] = json!(state.hub.head_id());
+    Ok(ld_json(doc))
+}
+
+/// The caller's subscribe selectors, when they cover `path`; 401 without a token, 403 otherwise.
+fn authorize(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Vec<Selector>, ApiError> {
+    let token = state.auth.token(headers, None);
+    if token.is_none() {
+        return Err(crate::auth::AuthError::Missing.into());
+    }
+    let grant = state.auth.subscriber(token)?;
+    if !grant.subscribe.iter().any(|s| s.matches(path)) {
+        return Err(ApiError::Forbidden(
+            "the token's subscribe selectors do not cover this path".into(),
+        ));
+    }
+    Ok(grant.subscribe)
+}
+
+fn visible(selectors: &[Selector], doc: &Value) -> bool {
+    doc["id"]
+        .as_str()
+        .is_some_and(|id| selectors.iter().any(|s| s.matches(id)))
+}
+
+fn list(
+    state: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    keep: impl Fn(&str, &ActiveSubscription) -> bool,
+) -> Result<Response, ApiError> {
+    let selectors = authorize(state, path, headers)?;
+    let subscriptions: Vec<Value> = state
+        .hub
+        .subscriptions()
+        .iter()
+        .flat_map(|s| {
+            s.selectors
+                .iter()
+                .filter(|sel| keep(sel, s))
+                .map(|sel| document(sel, &s.presence, true))
+                .collect::<Vec<_>>()
+        })
+        .filter(|doc| visible(&selectors, doc))
+        .collect();
+    Ok(ld_json(json!({
+        "@context": "https://mercure.rocks/",
+        "id": path,
+        "type": "Subscriptions",
+        "lastEventID": state.hub.head_id(),
+        "subscriptions": subscriptions,
+    })))
+}
+
+fn ld_json(doc: Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/ld+json"), link_header()],
+        doc.to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_encode_each_component_once() {
+        assert_eq!(
+            subscription_id("https://example.com/books/{id}", "urn:uuid:1"),
+            "/.well-known/mercure/subscriptions/https%3A%2F%2Fexample.com%2Fbooks%2F%7Bid%7D/urn%3Auuid%3A1"
+        );
+        assert_eq!(subscription_id("a%2F", "s"), format!("{PREFIX}/a%252F/s"));
+    }
+
+    #[test]
+    fn events_are_private_json_ld() {
+        let presence = Presence {
+            subscriber: "alice".into(),
+            payload: Some(r#"{"name":"Alice"}"#.into()),
+        };
+        let events = events(&["jobs/1".into()], &presence, true);
+        assert_eq!(events.len(), 1);
+        assert!(events[0].private);
+        let doc: Value = serde_json::from_str(&events[0].data).unwrap();
+        assert_eq!(doc["type"], "Subscription");
+        assert_eq!(doc["active"], true);
+        assert_eq!(doc["payload"]["name"], "Alice");
+        assert_eq!(doc["id"], events[0].topics[0].as_str());
+    }
+}
