@@ -256,6 +256,61 @@ impl Hub {
         })
     }
 
+    /// For `latest`: the newest event, at or before `upto`, of each topic `interest` selects,
+    /// among the events it may receive (type filter and private rule applied), in log order.
+    async fn latest_visible(
+        &self,
+        interest: &Interest,
+        upto: Seq,
+    ) -> Result<Vec<Arc<Event>>, LogError> {
+        let mut newest = self.log.latest(&interest.scope(), upto).await?;
+        // The store gives the newest event of each topic; walking them newest first, the first
+        // one carrying a topic is that topic's newest.
+        newest.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq));
+        let mut resolved = std::collections::HashSet::new();
+        let mut found = std::collections::BTreeMap::new();
+        for event in &newest {
+            for topic in event.topics.iter() {
+                let selected = interest.selectors.iter().any(|s| s.matches(topic.as_str()));
+                if !selected || !resolved.insert(topic.clone()) {
+                    continue;
+                }
+                if interest.admits(event) {
+                    found.insert(event.seq, event.clone());
+                } else if let Some(older) = self.newest_admitted(interest, topic, event.seq).await?
+                {
+                    found.insert(older.seq, older);
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// The newest event on `topic` before `before` that `interest` admits.
+    async fn newest_admitted(
+        &self,
+        interest: &Interest,
+        topic: &crate::event::Topic,
+        before: Seq,
+    ) -> Result<Option<Arc<Event>>, LogError> {
+        let scope = Scope::Topics(vec![topic.to_string()]);
+        let (mut after, mut best) = (0, None);
+        loop {
+            let batch = self.log.read(after, before - 1, &scope, PAGE).await?;
+            let Some(last) = batch.last() else {
+                return Ok(best);
+            };
+            after = last.seq;
+            let short = batch.len() < PAGE;
+            if let Some(e) = batch.into_iter().rev().find(|e| interest.admits(e)) {
+                best = Some(e);
+            }
+            if short {
+                return Ok(best);
+            }
+        }
+    }
+
     /// Opens a stream of SSE frames for `interest`, starting at `start`.
     pub async fn subscribe(
         self: &Arc<Self>,
@@ -275,10 +330,8 @@ impl Hub {
             preamble.extend_from_slice(&sse::notice(RESET_EVENT, &reset_notice(id, &head)));
         }
         if start == Start::Latest {
-            for event in self.log.latest(&interest.scope(), head.seq).await? {
-                if interest.wants(&event) {
-                    preamble.extend_from_slice(&sse::encode(&event));
-                }
+            for event in self.latest_visible(&interest, head.seq).await? {
+                preamble.extend_from_slice(&sse::encode(&event));
             }
         }
         let replay = (cursor.after < head.seq).then(|| Replay {
@@ -328,8 +381,7 @@ impl Hub {
             unknown: cursor.unknown.clone(),
         };
         if start == Start::Latest {
-            page.events = self.log.latest(&scope, head.seq).await?;
-            page.events.retain(|e| interest.wants(e));
+            page.events = self.latest_visible(&interest, head.seq).await?;
             page.events.truncate(limit);
             if let Some(last) = page.events.last() {
                 page.last_event_id = last.id.to_string();

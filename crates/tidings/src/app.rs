@@ -1,7 +1,7 @@
 //! Builds the hub from a [`Config`] and serves it. Tests and the binary both go through
 //! [`App::build`] and [`App::serve`].
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 
 use crate::auth::Auth;
 use crate::config::{Config, StoreConfig};
+use crate::http::rate::RateLimiter;
 use crate::http::{self, AppState};
+use crate::net::{self, ConnectionLimits};
 
 /// A hub ready to serve.
 pub struct App {
@@ -58,7 +60,7 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let auth = Auth::new(&self.config.auth)?;
+        let auth = Auth::new(&self.config.auth).await?;
         if auth.publishing_is_open() {
             tracing::warn!(
                 "NO PUBLISHER KEY: anyone who can reach this hub may publish (development mode); \
@@ -70,26 +72,27 @@ impl App {
             limits: self.config.limits,
             auth,
             subscription_events: self.config.subscription_events,
+            publish_rate: self.config.edge.publish_rate.map(RateLimiter::new),
         });
-        let router = http::router(state);
+        let router = http::with_edges(http::router(state), &self.config.edge);
+        let limits = ConnectionLimits::new(
+            self.config.edge.max_connections,
+            self.config.edge.max_connections_per_ip,
+        );
         let hub = self.hub.clone();
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; ending streams");
             hub.shutdown();
-            let _ = stopping_tx.send(());
         };
-        let server = axum::serve(listener, router).with_graceful_shutdown(signal);
-        let grace = self.config.shutdown_grace;
-        let mut server = std::pin::pin!(server.into_future());
-        tokio::select! {
-            result = &mut server => result.context("serving HTTP")?,
-            _ = async {
-                let _ = stopping_rx.await;
-                tokio::time::sleep(grace).await;
-            } => tracing::warn!(?grace, "connections still open after the grace period; closing"),
-        }
+        net::serve(
+            listener,
+            router,
+            limits,
+            self.config.serve_options(),
+            signal,
+        )
+        .await;
         Ok(())
     }
 }

@@ -14,6 +14,10 @@ use tidings_core::mailbox::Bounds;
 use tidings_core::store::sqlite::Durability;
 
 use crate::auth::{parse_algorithm, AuthConfig, KeyConfig};
+use crate::http::cors::CorsOrigins;
+use crate::http::host::AllowedHosts;
+use crate::http::rate::PublishRate;
+use crate::net::ServeOptions;
 
 /// Where events are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +92,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Publish Mercure subscription events (private) when streams start and end.
     pub subscription_events: bool,
+    /// CORS, allowed hosts, connection and publish-rate limits, timeouts.
+    pub edge: EdgeConfig,
 }
 
 impl Config {
@@ -104,6 +110,51 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             auth: AuthConfig::default(),
             subscription_events: false,
+            edge: EdgeConfig::default(),
+        }
+    }
+
+    /// How the accept loop serves connections.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            header_read_timeout: self.edge.header_read_timeout,
+            write_stall_timeout: self.edge.write_stall_timeout,
+            grace: self.shutdown_grace,
+        }
+    }
+}
+
+/// The browser and network edges: which pages may call the hub, for which host names, how many
+/// connections and publishes it takes, and how long it waits on a peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeConfig {
+    /// Origins whose pages may read the hub's answers (CORS); by default, same origin only.
+    pub cors: CorsOrigins,
+    /// Host names the hub answers for; `None`: any.
+    pub allowed_hosts: Option<AllowedHosts>,
+    /// Open connections in total (503 past it); `None`: unlimited.
+    pub max_connections: Option<usize>,
+    /// Open connections per client address, IPv4 or IPv6 /64 (429 past it); `None`: unlimited.
+    pub max_connections_per_ip: Option<usize>,
+    /// Publish requests per publisher token, or per client address without one (429 past it);
+    /// `None`: unlimited.
+    pub publish_rate: Option<PublishRate>,
+    /// A connection must send a request's header within this.
+    pub header_read_timeout: Duration,
+    /// A connection whose peer accepts no bytes for this long is cut.
+    pub write_stall_timeout: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            cors: CorsOrigins::SameOrigin,
+            allowed_hosts: None,
+            max_connections: None,
+            max_connections_per_ip: None,
+            publish_rate: None,
+            header_read_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -193,6 +244,149 @@ pub struct ServeArgs {
     /// Publish Mercure subscription events when streams start and end [default: false].
     #[arg(long, env = "TIDINGS_SUBSCRIPTION_EVENTS")]
     pub subscription_events: Option<bool>,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+    /// JWKS document (file path or http(s) URL) for both roles; keys chosen by `kid`, fetched
+    /// again on an unknown `kid`. Algorithm from --jwt-alg [default: RS256].
+    #[arg(long, env = "TIDINGS_JWKS")]
+    pub jwks: Option<String>,
+    /// JWKS for publishers (overrides --jwks).
+    #[arg(long, env = "TIDINGS_PUBLISHER_JWKS")]
+    pub publisher_jwks: Option<String>,
+    /// JWKS for subscribers (overrides --jwks).
+    #[arg(long, env = "TIDINGS_SUBSCRIBER_JWKS")]
+    pub subscriber_jwks: Option<String>,
+    /// The hub's resource identifier: required in `aud` (of every token when set; newer-draft
+    /// access tokens are refused without it).
+    #[arg(long, env = "TIDINGS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// When set, every token's `iss` must equal it.
+    #[arg(long, env = "TIDINGS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+}
+
+const EDGE_HEADING: &str = "Browser and network edges";
+
+/// Flags of the browser and network edges (part of `tidings serve`).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct EdgeArgs {
+    /// Origins whose pages may call the hub (CORS), separated by commas: exact
+    /// (https://app.example.com, sent credentials), wildcard subdomains (https://*.example.com), or
+    /// * for any origin without credentials [default: none, same origin only].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_CORS_ORIGINS", value_parser = CorsOrigins::parse)]
+    pub cors_origins: Option<CorsOrigins>,
+    /// Host names the hub answers for, separated by commas: exact (hub.example.com, optionally
+    /// with :PORT) or wildcard subdomains (*.example.com); others get 421 [default: any].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_ALLOWED_HOSTS", value_parser = AllowedHosts::parse)]
+    pub allowed_hosts: Option<AllowedHosts>,
+    /// Most open connections, SSE streams included; more are answered 503 [default: unlimited].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most open connections from one client address (an IPv6 /64 counts as one); more are
+    /// answered 429 [default: unlimited].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Publish requests allowed per publisher token (per client address without one), e.g.
+    /// 10/s or 600/min; more are answered 429 [default: unlimited].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_PUBLISH_RATE")]
+    pub publish_rate: Option<String>,
+    /// Publish requests a publisher may make at once, before the rate applies [default: one
+    /// second's worth of --publish-rate, at least 1].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_PUBLISH_BURST")]
+    pub publish_burst: Option<u32>,
+    /// Time a client has to send a request's header [default: 10s].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// A connection whose peer accepts no bytes for this long is cut [default: 30s].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_WRITE_STALL_TIMEOUT", value_parser = parse_duration)]
+    pub write_stall_timeout: Option<Duration>,
+}
+
+/// A TOML value given as one string (`"a, b"`) or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TextList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TextList {
+    fn joined(self) -> String {
+        match self {
+            Self::One(s) => s,
+            Self::Many(list) => list.join(","),
+        }
+    }
+}
+
+/// A TOML value given as a number or a string (`10` or `"600/min"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TextOrNumber {
+    Text(String),
+    Number(f64),
+}
+
+impl EdgeArgs {
+    /// Merges these flags with the file's keys (taken out of it) and the defaults; validates.
+    fn resolve(self, file: &mut FileConfig) -> anyhow::Result<EdgeConfig> {
+        let mut edge = EdgeConfig::default();
+        let key_error = |key: &str, e: String| anyhow::anyhow!("config key {key}: {e}");
+        if let Some(cors) = self.cors_origins {
+            edge.cors = cors;
+        } else if let Some(list) = file.cors_origins.take() {
+            edge.cors =
+                CorsOrigins::parse(&list.joined()).map_err(|e| key_error("cors_origins", e))?;
+        }
+        edge.allowed_hosts = match (self.allowed_hosts, file.allowed_hosts.take()) {
+            (Some(hosts), _) => Some(hosts),
+            (None, Some(list)) => Some(
+                AllowedHosts::parse(&list.joined()).map_err(|e| key_error("allowed_hosts", e))?,
+            ),
+            (None, None) => None,
+        };
+        edge.max_connections = self.max_connections.or(file.max_connections);
+        edge.max_connections_per_ip = self.max_connections_per_ip.or(file.max_connections_per_ip);
+        if edge.max_connections == Some(0) || edge.max_connections_per_ip == Some(0) {
+            bail!("max_connections and max_connections_per_ip must be at least 1");
+        }
+        let rate = self.publish_rate.or(match file.publish_rate.take() {
+            Some(TextOrNumber::Text(s)) => Some(s),
+            Some(TextOrNumber::Number(n)) => Some(n.to_string()),
+            None => None,
+        });
+        let burst = self.publish_burst.or(file.publish_burst);
+        edge.publish_rate = match rate {
+            Some(rate) => {
+                Some(PublishRate::parse(&rate, burst).map_err(|e| key_error("publish_rate", e))?)
+            }
+            None if burst.is_some() => bail!("publish_burst is set but no publish_rate"),
+            None => None,
+        };
+        let durations = [
+            (
+                self.header_read_timeout,
+                file.header_read_timeout.take(),
+                "header_read_timeout",
+                &mut edge.header_read_timeout,
+            ),
+            (
+                self.write_stall_timeout,
+                file.write_stall_timeout.take(),
+                "write_stall_timeout",
+                &mut edge.write_stall_timeout,
+            ),
+        ];
+        for (flag, in_file, key, slot) in durations {
+            if let Some(d) = flag.or(file_duration(in_file, key)?) {
+                if d.is_zero() {
+                    bail!("{key} must be longer than zero");
+                }
+                *slot = d;
+            }
+        }
+        Ok(edge)
+    }
 }
 
 /// The TOML file: the same settings; an unknown key is an error.
@@ -221,10 +415,38 @@ struct FileConfig {
     jwt_leeway: Option<String>,
     cookie_name: Option<String>,
     subscription_events: Option<bool>,
+    cors_origins: Option<TextList>,
+    allowed_hosts: Option<TextList>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    publish_rate: Option<TextOrNumber>,
+    publish_burst: Option<u32>,
+    header_read_timeout: Option<String>,
+    write_stall_timeout: Option<String>,
+    jwks: Option<String>,
+    publisher_jwks: Option<String>,
+    subscriber_jwks: Option<String>,
+    jwt_audience: Option<String>,
+    jwt_issuer: Option<String>,
 }
 
 /// A key from its flag value (`@PATH` reads a file) and algorithm name.
-fn key_config(key: Option<String>, alg: Option<String>) -> anyhow::Result<Option<KeyConfig>> {
+fn key_config(
+    key: Option<String>,
+    jwks: Option<String>,
+    alg: Option<String>,
+) -> anyhow::Result<Option<KeyConfig>> {
+    if let Some(jwks) = jwks {
+        if key.is_some() {
+            bail!("give a key or a JWKS, not both");
+        }
+        let algorithm = parse_algorithm(alg.as_deref().unwrap_or("RS256"))?;
+        return Ok(Some(KeyConfig {
+            algorithm,
+            key: String::new(),
+            jwks: Some(jwks),
+        }));
+    }
     let Some(key) = key else {
         if alg.is_some() {
             bail!("an algorithm is set but no key");
@@ -238,7 +460,11 @@ fn key_config(key: Option<String>, alg: Option<String>) -> anyhow::Result<Option
         None => key,
     };
     let algorithm = parse_algorithm(alg.as_deref().unwrap_or("HS256"))?;
-    Ok(Some(KeyConfig { algorithm, key }))
+    Ok(Some(KeyConfig {
+        algorithm,
+        key,
+        jwks: None,
+    }))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -254,11 +480,12 @@ fn file_duration(v: Option<String>, key: &str) -> anyhow::Result<Option<Duration
 
 impl ServeArgs {
     /// Merges flags, environment (already folded in by clap), file and defaults; validates.
-    pub fn resolve(self) -> anyhow::Result<Config> {
-        let file = match &self.config {
+    pub fn resolve(mut self) -> anyhow::Result<Config> {
+        let mut file = match &self.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let edge = std::mem::take(&mut self.edge).resolve(&mut file)?;
         let durability = match self.durability {
             Some(d) => d,
             None => match file.durability {
@@ -272,6 +499,7 @@ impl ServeArgs {
             .or(file.store)
             .unwrap_or_else(|| "tidings.db".to_owned());
         let mut config = Config::with_store_path("tidings.db");
+        config.edge = edge;
         config.store = StoreConfig::parse(&store, durability)?;
         if let Some(listen) = self.listen.or(file.listen) {
             config.listen = listen;
@@ -328,10 +556,14 @@ impl ServeArgs {
         }
         let shared_key = self.jwt_key.or(file.jwt_key);
         let shared_alg = self.jwt_alg.or(file.jwt_alg);
+        let shared_jwks = self.jwks.or(file.jwks);
         config.auth.publisher = key_config(
             self.publisher_jwt_key
                 .or(file.publisher_jwt_key)
                 .or(shared_key.clone()),
+            self.publisher_jwks
+                .or(file.publisher_jwks)
+                .or(shared_jwks.clone()),
             self.publisher_jwt_alg
                 .or(file.publisher_jwt_alg)
                 .or(shared_alg.clone()),
@@ -341,6 +573,9 @@ impl ServeArgs {
             self.subscriber_jwt_key
                 .or(file.subscriber_jwt_key)
                 .or(shared_key),
+            self.subscriber_jwks
+                .or(file.subscriber_jwks)
+                .or(shared_jwks),
             self.subscriber_jwt_alg
                 .or(file.subscriber_jwt_alg)
                 .or(shared_alg),
@@ -356,6 +591,8 @@ impl ServeArgs {
         if let Some(name) = self.cookie_name.or(file.cookie_name) {
             config.auth.cookie = name;
         }
+        config.auth.audience = self.jwt_audience.or(file.jwt_audience);
+        config.auth.issuer = self.jwt_issuer.or(file.jwt_issuer);
         config.subscription_events = self
             .subscription_events
             .or(file.subscription_events)
@@ -415,5 +652,109 @@ mod tests {
         ));
         assert!(StoreConfig::parse("postgres://localhost/test", d).is_err());
         assert!(StoreConfig::parse("", d).is_err());
+    }
+
+    #[test]
+    fn edge_settings_default_to_open_with_timeouts() {
+        let edge = ServeArgs::default().resolve().unwrap().edge;
+        assert_eq!(edge, EdgeConfig::default());
+        assert_eq!(edge.cors, CorsOrigins::SameOrigin);
+        assert_eq!(edge.allowed_hosts, None);
+        assert_eq!(edge.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(edge.write_stall_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn edge_settings_from_flags_and_the_file() {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            r#"
+cors_origins = ["https://app.example.com", "https://*.example.org"]
+allowed_hosts = "hub.example.com, *.example.net"
+max_connections = 1000
+max_connections_per_ip = 20
+publish_rate = 600
+header_read_timeout = "5s"
+write_stall_timeout = "1m"
+"#,
+        )
+        .unwrap();
+        let parsed = <Serve as clap::Parser>::try_parse_from([
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--max-connections",
+            "10",
+            "--publish-rate",
+            "600/min",
+            "--publish-burst",
+            "50",
+        ])
+        .unwrap();
+        let edge = parsed.args.resolve().unwrap().edge;
+        assert!(matches!(&edge.cors, CorsOrigins::List(list) if list.len() == 2));
+        assert_eq!(
+            edge.allowed_hosts,
+            Some(AllowedHosts::parse("hub.example.com *.example.net").unwrap())
+        );
+        assert_eq!(edge.max_connections, Some(10), "the flag wins");
+        assert_eq!(edge.max_connections_per_ip, Some(20));
+        assert_eq!(
+            edge.publish_rate,
+            Some(PublishRate {
+                per_second: 10.0,
+                burst: 50
+            })
+        );
+        assert_eq!(edge.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(edge.write_stall_timeout, Duration::from_secs(60));
+
+        let star = <Serve as clap::Parser>::try_parse_from(["serve", "--cors-origins", "*"]);
+        assert_eq!(
+            star.unwrap().args.resolve().unwrap().edge.cors,
+            CorsOrigins::Any
+        );
+        assert!(<Serve as clap::Parser>::try_parse_from([
+            "serve",
+            "--cors-origins",
+            "*, https://a.com"
+        ])
+        .is_err());
+        assert!(
+            <Serve as clap::Parser>::try_parse_from(["serve", "--allowed-hosts", "a b/c"]).is_err()
+        );
+    }
+
+    #[test]
+    fn bad_edge_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        for bad in [
+            "cors_origins = \"*, https://a.com\"",
+            "cors_origins = [\"example.com\"]",
+            "allowed_hosts = []",
+            "max_connections = 0",
+            "max_connections_per_ip = 0",
+            "publish_burst = 5",
+            "publish_rate = 0",
+            "publish_rate = \"5/day\"",
+            "header_read_timeout = \"0s\"",
+            "write_stall_timeout = \"soon\"",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let resolved = ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            }
+            .resolve();
+            assert!(resolved.is_err(), "{bad} was accepted");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The one error type of the HTTP layer, and the only place status codes are chosen. Client
 //! errors answer a one-line reason; internal causes are logged and never leaked.
 
+use std::time::Duration;
+
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tidings_core::event::EventError;
@@ -27,6 +29,14 @@ pub enum ApiError {
     Forbidden(String),
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error("this hub does not serve the host {0:?}")]
+    MisdirectedHost(String),
+    #[error("the hub has too many open connections; retry later")]
+    TooManyConnections { retry_after: Duration },
+    #[error("too many open connections from your address; close one or retry later")]
+    TooManyClientConnections { retry_after: Duration },
+    #[error("publish rate limit reached; retry after the time in Retry-After")]
+    RateLimited { retry_after: Duration },
     #[error("internal error")]
     Internal(String),
 }
@@ -45,6 +55,11 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyClientConnections { .. } | Self::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,10 +104,22 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         let challenge = match &self {
+            // RFC 6750: no error code when the request carried no credentials.
+            Self::Unauthorized(crate::auth::AuthError::Missing) => Some("Bearer"),
             Self::Unauthorized(_) => Some("Bearer error=\"invalid_token\""),
             Self::Forbidden(_) => Some("Bearer error=\"insufficient_scope\""),
             _ => None,
         };
+        if let Self::TooManyConnections { retry_after }
+        | Self::TooManyClientConnections { retry_after }
+        | Self::RateLimited { retry_after } = &self
+        {
+            // Whole seconds, rounded up: a client that waits that long finds room.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.max(1).into());
+        }
         if let Some(challenge) = challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -2,20 +2,24 @@
 
 use std::sync::Arc;
 
+use axum::handler::Handler;
 use axum::http::{header, HeaderName};
 use axum::routing::get;
 use axum::Router;
 use tidings_core::hub::Hub;
 
 use crate::auth::Auth;
-use crate::config::Limits;
+use crate::config::{EdgeConfig, Limits};
 
 pub mod admin;
+pub mod cors;
 pub mod error;
 pub mod form;
+pub mod host;
 pub mod poll;
 pub mod presence;
 pub mod publish;
+pub mod rate;
 pub mod subscribe;
 
 /// What every handler shares.
@@ -25,6 +29,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Publish Mercure subscription events when streams start and end.
     pub subscription_events: bool,
+    /// The publish rate per publisher, when one is set.
+    pub publish_rate: Option<rate::RateLimiter>,
 }
 
 /// The Mercure discovery header, relative to the request's origin.
@@ -34,10 +40,11 @@ pub fn link_header() -> (HeaderName, &'static str) {
 
 /// All routes.
 pub fn router(state: Arc<AppState>) -> Router {
+    let publish_rate = axum::middleware::from_fn_with_state(state.clone(), rate::limit_publish);
     Router::new()
         .route(
             "/.well-known/mercure",
-            get(subscribe::subscribe).post(publish::publish),
+            get(subscribe::subscribe).post(publish::publish.layer(publish_rate.clone())),
         )
         .route(presence::PREFIX, get(presence::all))
         .route(
@@ -51,9 +58,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(poll::poll))
         .route(
             "/events/{*topic}",
-            get(subscribe::subscribe_to_path).post(publish::publish_to_path),
+            get(subscribe::subscribe_to_path).post(publish::publish_to_path.layer(publish_rate)),
         )
         .route("/healthz", get(admin::healthz))
         .route("/stats", get(admin::stats))
         .with_state(state)
+}
+
+/// Wraps `router` in the browser and network edges: CORS, then (outermost) the Host allow-list,
+/// so a request for a foreign host is refused before anything else looks at it.
+pub fn with_edges(mut router: Router, edge: &EdgeConfig) -> Router {
+    if let Some(cors) = edge.cors.layer() {
+        router = router.layer(cors);
+    }
+    if let Some(hosts) = &edge.allowed_hosts {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts.clone()),
+            host::check_host,
+        ));
+    }
+    router
 }

@@ -76,7 +76,7 @@ pub async fn poll(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
-    request.authorize(&state, &headers)?;
+    request.authorize(&state, &headers).await?;
     // A poll is not a standing subscription: keep it out of the presence API.
     request.interest.presence = None;
     let mut limit = DEFAULT_LIMIT;

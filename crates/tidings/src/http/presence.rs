@@ -100,7 +100,7 @@ pub async fn all(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    list(&state, uri.path(), &headers, |_, _| true)
+    list(&state, uri.path(), &headers, |_, _| true).await
 }
 
 /// `GET /.well-known/mercure/subscriptions/{topic}`.
@@ -113,6 +113,7 @@ pub async fn by_topic(
     list(&state, uri.path(), &headers, |selector, _| {
         selector == topic
     })
+    .await
 }
 
 /// `GET /.well-known/mercure/subscriptions/{topic}/{subscriber}`.
@@ -122,7 +123,7 @@ pub async fn one(
     Path((topic, subscriber)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let selectors = authorize(&state, uri.path(), &headers)?;
+    let selectors = authorize(&state, uri.path(), &headers).await?;
     let found = state.hub.subscriptions().into_iter().find_map(|s| {
         (*s.presence.subscriber == *subscriber && s.selectors.contains(&topic))
             .then(|| document(&topic, &s.presence, true))
@@ -136,12 +137,16 @@ pub async fn one(
 }
 
 /// The caller's subscribe selectors, when they cover `path`; 401 without a token, 403 otherwise.
-fn authorize(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Vec<Selector>, ApiError> {
+async fn authorize(
+    state: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Vec<Selector>, ApiError> {
     let token = state.auth.token(headers, None);
     if token.is_none() {
         return Err(crate::auth::AuthError::Missing.into());
     }
-    let grant = state.auth.subscriber(token)?;
+    let grant = state.auth.subscriber(token).await?;
     if !grant.subscribe.iter().any(|s| s.matches(path)) {
         return Err(ApiError::Forbidden(
             "the token's subscribe selectors do not cover this path".into(),
@@ -156,13 +161,13 @@ fn visible(selectors: &[Selector], doc: &Value) -> bool {
         .is_some_and(|id| selectors.iter().any(|s| s.matches(id)))
 }
 
-fn list(
+async fn list(
     state: &AppState,
     path: &str,
     headers: &HeaderMap,
     keep: impl Fn(&str, &ActiveSubscription) -> bool,
 ) -> Result<Response, ApiError> {
-    let selectors = authorize(state, path, headers)?;
+    let selectors = authorize(state, path, headers).await?;
     let subscriptions: Vec<Value> = state
         .hub
         .subscriptions()

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -20,11 +20,12 @@ use crate::config::Limits;
 /// `POST /.well-known/mercure`.
 pub async fn publish(
     State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &state.limits;
-    let grant = state.auth.publisher(state.auth.token(&headers, None))?;
+    let grant = publisher_grant(&state, query.as_deref(), &headers).await?;
     let body = read_body(body, limits.max_body).await?;
     match content_type(&headers).as_str() {
         "application/json" => {
@@ -57,11 +58,12 @@ pub async fn publish(
 pub async fn publish_to_path(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &state.limits;
-    let grant = state.auth.publisher(state.auth.token(&headers, None))?;
+    let grant = publisher_grant(&state, query.as_deref(), &headers).await?;
     let body = read_body(body, limits.max_body).await?;
     let topic = Topic::parse(&topic)?;
     let event = match content_type(&headers).as_str() {
@@ -81,6 +83,22 @@ pub async fn publish_to_path(
     let events = state.hub.publish(vec![event]).await?;
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
     Ok(json_ids(&ids, true))
+}
+
+/// The publisher's grant, from the token in the header, the `authorization` query parameter or
+/// the cookie (`None` in the open development mode).
+async fn publisher_grant(
+    state: &AppState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Option<Grant>, ApiError> {
+    let pairs = form::pairs(query.unwrap_or("").as_bytes())?;
+    let query_token = pairs
+        .iter()
+        .find(|(name, _)| name == "authorization")
+        .map(|(_, v)| v.as_str());
+    let token = state.auth.token(headers, query_token);
+    Ok(state.auth.publisher(token).await?)
 }
 
 /// With a publisher grant (`None`: open development mode), every topic of every event must be

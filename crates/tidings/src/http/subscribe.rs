@@ -32,9 +32,15 @@ pub struct Request {
 impl Request {
     /// Applies the subscriber's token: its `mercure.subscribe` selectors decide which private
     /// events it may receive.
-    pub fn authorize(&mut self, state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub async fn authorize(
+        &mut self,
+        state: &AppState,
+        headers: &HeaderMap,
+    ) -> Result<(), ApiError> {
         let token = state.auth.token(headers, self.token.as_deref());
-        let grant = state.auth.subscriber(token)?;
+        let grant = state.auth.subscriber(token).await?;
+        let sources: Vec<&str> = self.interest.selectors.iter().map(|s| s.source()).collect();
+        let payload = grant.payload_for(&sources);
         self.interest.private_selectors = grant.subscribe;
         self.expires_at = grant.expires_at;
         // Mercure: the subscriber id comes only from what the hub verified (the token's `sub`),
@@ -44,7 +50,7 @@ impl Request {
             .unwrap_or_else(|| EventId::generate().to_string());
         self.interest.presence = Some(Presence {
             subscriber: subscriber.into(),
-            payload: grant.payload.map(Into::into),
+            payload: payload.map(Into::into),
         });
         Ok(())
     }
@@ -154,7 +160,7 @@ pub async fn subscribe(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
-    request.authorize(&state, &headers)?;
+    request.authorize(&state, &headers).await?;
     stream(&state, request).await
 }
 
@@ -166,7 +172,7 @@ pub async fn subscribe_to_path(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut request = parse_request(query.as_deref(), &headers, Some(&topic), &state.limits)?;
-    request.authorize(&state, &headers)?;
+    request.authorize(&state, &headers).await?;
     stream(&state, request).await
 }
 

@@ -7,15 +7,18 @@
 //! Keys are pinned to one algorithm each: a token signed with another algorithm (`none`, or HMAC
 //! against an RSA/EC key) is refused before its signature is looked at.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use axum::http::{header, HeaderMap};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
-use tidings_core::selector::Selector;
+use jsonwebtoken::Algorithm;
+
+mod claims;
+mod keys;
+
+pub use claims::Grant;
+use keys::Verifier;
 
 /// The stable Mercure line's cookie name.
 pub const DEFAULT_COOKIE: &str = "mercureAuthorization";
@@ -28,6 +31,9 @@ pub struct KeyConfig {
     pub algorithm: Algorithm,
     /// An HMAC secret, or a PEM public key (RSA, EC or Ed25519, to match `algorithm`).
     pub key: String,
+    /// When set, keys come from this JWKS document (a file path or an http(s) URL), chosen by
+    /// the token's `kid` and fetched again when a `kid` is unknown; `key` is then unused.
+    pub jwks: Option<String>,
 }
 
 impl fmt::Debug for KeyConfig {
@@ -52,6 +58,11 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// The cookie a token may come in (the draft's `__Secure-mercure_access_token` is read too).
     pub cookie: String,
+    /// The hub's resource identifier: required in the `aud` of newer-draft access tokens, and of
+    /// every token when set.
+    pub audience: Option<String>,
+    /// When set, every token's `iss` must be this.
+    pub issuer: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -62,6 +73,8 @@ impl Default for AuthConfig {
             anonymous: true,
             leeway: Duration::from_secs(5),
             cookie: DEFAULT_COOKIE.to_owned(),
+            audience: None,
+            issuer: None,
         }
     }
 }
@@ -85,105 +98,6 @@ pub enum AuthError {
     Invalid(&'static str),
 }
 
-/// What a valid token grants.
-#[derive(Debug, Clone, Default)]
-pub struct Grant {
-    pub publish: Vec<Selector>,
-    pub subscribe: Vec<Selector>,
-    /// `exp`, seconds since the Unix epoch.
-    pub expires_at: Option<u64>,
-    /// `sub`: names the subscriber in the active-subscriptions API.
-    pub subject: Option<String>,
-    /// `mercure.payload`, as JSON text: shown with the subscriber's subscriptions.
-    pub payload: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Claims {
-    #[serde(default)]
-    mercure: Option<MercureClaim>,
-    exp: Option<u64>,
-    sub: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct MercureClaim {
-    #[serde(default)]
-    publish: Option<Vec<String>>,
-    #[serde(default)]
-    subscribe: Option<Vec<String>>,
-    #[serde(default)]
-    payload: Option<serde_json::Value>,
-}
-
-struct Verifier {
-    key: DecodingKey,
-    validation: Validation,
-}
-
-impl Verifier {
-    fn new(config: &KeyConfig, leeway: Duration) -> anyhow::Result<Self> {
-        use jsonwebtoken::Algorithm::*;
-        let pem = config.key.as_bytes();
-        let key = match config.algorithm {
-            HS256 | HS384 | HS512 => {
-                if config.key.len() < 32 {
-                    bail!("an HMAC JWT secret must be at least 32 bytes long");
-                }
-                DecodingKey::from_secret(pem)
-            }
-            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
-                DecodingKey::from_rsa_pem(pem).context("reading the RSA public key (PEM)")?
-            }
-            ES256 | ES384 => {
-                DecodingKey::from_ec_pem(pem).context("reading the EC public key (PEM)")?
-            }
-            EdDSA => {
-                DecodingKey::from_ed_pem(pem).context("reading the Ed25519 public key (PEM)")?
-            }
-            other => bail!("the JWT algorithm {other:?} is not supported"),
-        };
-        let mut validation = Validation::new(config.algorithm);
-        validation.leeway = leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        // Mercure tokens need not expire; when they carry `exp` it is enforced.
-        validation.required_spec_claims = HashSet::new();
-        Ok(Self { key, validation })
-    }
-
-    fn verify(&self, token: &str) -> Result<Grant, AuthError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-                AuthError::Invalid(match e.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired",
-                    ErrorKind::ImmatureSignature => "the token is not valid yet",
-                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                        "the token's algorithm is not the one configured"
-                    }
-                    ErrorKind::InvalidSignature => "bad signature",
-                    _ => "malformed token",
-                })
-            })?;
-        let mercure = data.claims.mercure.unwrap_or_default();
-        let selectors = |list: Option<Vec<String>>| -> Result<Vec<Selector>, AuthError> {
-            list.unwrap_or_default()
-                .iter()
-                .map(|s| Selector::parse_topic(s))
-                .collect::<Result<_, _>>()
-                .map_err(|_| AuthError::Invalid("a selector in the mercure claim is invalid"))
-        };
-        Ok(Grant {
-            publish: selectors(mercure.publish)?,
-            subscribe: selectors(mercure.subscribe)?,
-            expires_at: data.claims.exp,
-            subject: data.claims.sub,
-            payload: mercure.payload.map(|p| p.to_string()),
-        })
-    }
-}
-
 /// The authorization of one hub.
 pub struct Auth {
     publisher: Option<Verifier>,
@@ -193,20 +107,24 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// Builds the verifiers; fails on an unreadable key or a weak HMAC secret.
-    pub fn new(config: &AuthConfig) -> anyhow::Result<Self> {
+    /// Builds the verifiers (loading JWKS documents); fails on an unreadable key or a weak
+    /// HMAC secret.
+    pub async fn new(config: &AuthConfig) -> anyhow::Result<Self> {
+        let verifier = |key: &Option<KeyConfig>| {
+            let key = key.clone();
+            async move {
+                match key {
+                    Some(k) => Verifier::new(&k, config).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
         Ok(Self {
-            publisher: config
-                .publisher
-                .as_ref()
-                .map(|k| Verifier::new(k, config.leeway))
-                .transpose()
+            publisher: verifier(&config.publisher)
+                .await
                 .context("publisher JWT key")?,
-            subscriber: config
-                .subscriber
-                .as_ref()
-                .map(|k| Verifier::new(k, config.leeway))
-                .transpose()
+            subscriber: verifier(&config.subscriber)
+                .await
                 .context("subscriber JWT key")?,
             anonymous: config.anonymous,
             cookie: config.cookie.clone(),
@@ -226,39 +144,47 @@ impl Auth {
         headers: &'a HeaderMap,
         query_token: Option<&'a str>,
     ) -> Option<&'a str> {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        bearer.or(query_token).or_else(|| {
+        // Any Authorization header counts: one that is not a bearer token is passed on whole and
+        // fails verification, rather than falling back to anonymous.
+        let bearer = headers.get(header::AUTHORIZATION).map(|v| {
+            let v = v.to_str().unwrap_or("\u{0}");
+            match v.get(..7) {
+                Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => v[7..].trim(),
+                _ => v,
+            }
+        });
+        let cookie = |wanted: &str| {
             headers
                 .get_all(header::COOKIE)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(';'))
                 .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(name, _)| *name == self.cookie || *name == DRAFT_COOKIE)
+                .find(|(name, _)| *name == wanted)
                 .map(|(_, value)| value)
-        })
+        };
+        bearer
+            .or(query_token)
+            .or_else(|| cookie(&self.cookie))
+            .or_else(|| cookie(DRAFT_COOKIE))
     }
 
     /// Checks a publisher: `Ok(None)` in the open development mode, the grant otherwise.
-    pub fn publisher(&self, token: Option<&str>) -> Result<Option<Grant>, AuthError> {
+    pub async fn publisher(&self, token: Option<&str>) -> Result<Option<Grant>, AuthError> {
         let Some(verifier) = &self.publisher else {
             return Ok(None);
         };
-        verifier.verify(token.ok_or(AuthError::Missing)?).map(Some)
+        verifier
+            .verify(token.ok_or(AuthError::Missing)?)
+            .await
+            .map(Some)
     }
 
     /// Checks a subscriber: the grant of its token, or an empty grant when it has none and
     /// anonymous subscribers are allowed.
-    pub fn subscriber(&self, token: Option<&str>) -> Result<Grant, AuthError> {
+    pub async fn subscriber(&self, token: Option<&str>) -> Result<Grant, AuthError> {
         match (&self.subscriber, token) {
-            (Some(verifier), Some(token)) => verifier.verify(token),
+            (Some(verifier), Some(token)) => verifier.verify(token).await,
             (_, None) if self.anonymous => Ok(Grant::default()),
             (_, None) => Err(AuthError::Missing),
             // A token the hub cannot verify is refused rather than ignored.

@@ -1,0 +1,224 @@
+//! Token verification: one pinned algorithm per role, a static key or a JWKS document.
+//!
+//! The algorithm comes from configuration, never from the token: a token whose header names
+//! another algorithm (`none`, or HMAC against an RSA/EC key) is refused before any key is used.
+//! JWKS keys are chosen by `kid`; an unknown `kid` fetches the document again, at most once per
+//! [`JWKS_REFRESH`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use super::claims::{Claims, Grant};
+use super::{AuthConfig, AuthError, KeyConfig};
+
+/// Shortest interval between two fetches of a JWKS document.
+pub const JWKS_REFRESH: Duration = Duration::from_secs(30);
+
+enum Keys {
+    Static(DecodingKey),
+    Jwks(Jwks),
+}
+
+struct Jwks {
+    source: String,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    fetched: tokio::sync::Mutex<Instant>,
+}
+
+impl Jwks {
+    async fn load(source: &str) -> anyhow::Result<HashMap<String, DecodingKey>> {
+        let text = if source.starts_with("http://") || source.starts_with("https://") {
+            reqwest::Client::new()
+                .get(source)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .with_context(|| format!("fetching the JWKS at {source}"))?
+                .text()
+                .await?
+        } else {
+            tokio::fs::read_to_string(source)
+                .await
+                .with_context(|| format!("reading the JWKS file {source}"))?
+        };
+        let set: JwkSet = serde_json::from_str(&text).context("parsing the JWKS document")?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = &jwk.common.key_id else {
+                continue;
+            };
+            if let Ok(key) = DecodingKey::from_jwk(jwk) {
+                keys.insert(kid.clone(), key);
+            }
+        }
+        if keys.is_empty() {
+            bail!("the JWKS at {source} has no usable key with a kid");
+        }
+        Ok(keys)
+    }
+
+    fn get(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kid)
+            .cloned()
+    }
+
+    async fn key(&self, kid: &str) -> Option<DecodingKey> {
+        if let Some(key) = self.get(kid) {
+            return Some(key);
+        }
+        let mut fetched = self.fetched.lock().await;
+        if fetched.elapsed() >= JWKS_REFRESH {
+            *fetched = Instant::now();
+            match Self::load(&self.source).await {
+                Ok(keys) => *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys,
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "JWKS refresh failed"),
+            }
+        }
+        drop(fetched);
+        self.get(kid)
+    }
+}
+
+/// Verifies one role's tokens.
+pub(super) struct Verifier {
+    keys: Keys,
+    algorithm: Algorithm,
+    validation: Validation,
+    audience: Option<String>,
+    issuer: Option<String>,
+}
+
+impl Verifier {
+    pub(super) async fn new(key: &KeyConfig, config: &AuthConfig) -> anyhow::Result<Self> {
+        let keys = match &key.jwks {
+            Some(source) => Keys::Jwks(Jwks {
+                keys: RwLock::new(Jwks::load(source).await?),
+                source: source.clone(),
+                fetched: tokio::sync::Mutex::new(Instant::now()),
+            }),
+            None => Keys::Static(static_key(key)?),
+        };
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = config.leeway.as_secs();
+        validation.validate_nbf = true;
+        // Audience and issuer are checked below, with the rules of each token generation.
+        validation.validate_aud = false;
+        // Stable-line tokens need not expire; when they carry `exp` it is enforced.
+        validation.required_spec_claims = HashSet::new();
+        Ok(Self {
+            keys,
+            algorithm: key.algorithm,
+            validation,
+            audience: config.audience.clone(),
+            issuer: config.issuer.clone(),
+        })
+    }
+
+    pub(super) async fn verify(&self, token: &str) -> Result<Grant, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::Invalid("malformed token"))?;
+        if header.alg != self.algorithm {
+            return Err(AuthError::Invalid(
+                "the token's algorithm is not the one configured",
+            ));
+        }
+        let key = match &self.keys {
+            Keys::Static(key) => key.clone(),
+            Keys::Jwks(jwks) => {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or(AuthError::Invalid("the token has no kid"))?;
+                jwks.key(kid)
+                    .await
+                    .ok_or(AuthError::Invalid("unknown kid"))?
+            }
+        };
+        let data = jsonwebtoken::decode::<Value>(token, &key, &self.validation).map_err(|e| {
+            AuthError::Invalid(match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::ImmatureSignature => "the token is not valid yet",
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    "the token's algorithm is not the one configured"
+                }
+                ErrorKind::InvalidSignature => "bad signature",
+                _ => "malformed token",
+            })
+        })?;
+        let raw = data.claims;
+        // RFC 7519: a token is expired from its `exp` on (jsonwebtoken accepts the `exp` second).
+        if let Some(exp) = raw.get("exp").and_then(Value::as_u64) {
+            let now = jsonwebtoken::get_current_timestamp();
+            if exp.saturating_add(self.validation.leeway) <= now {
+                return Err(AuthError::Invalid("the token has expired"));
+            }
+        }
+        let claims: Claims = serde_json::from_value(raw.clone())
+            .map_err(|_| AuthError::Invalid("malformed claims"))?;
+        if claims.is_access_token() {
+            // RFC 9068: typed as an access token, bound to this hub, and expiring.
+            let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+            if typ != "at+jwt" && typ != "application/at+jwt" {
+                return Err(AuthError::Invalid("an access token must have typ at+jwt"));
+            }
+            if self.audience.is_none() {
+                return Err(AuthError::Invalid(
+                    "this hub has no resource identifier (--jwt-audience) for access tokens",
+                ));
+            }
+            if raw.get("exp").is_none() {
+                return Err(AuthError::Invalid("an access token must carry exp"));
+            }
+        }
+        if let Some(audience) = &self.audience {
+            let ok = match raw.get("aud") {
+                Some(Value::String(a)) => a == audience,
+                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
+                _ => false,
+            };
+            if !ok {
+                return Err(AuthError::Invalid("the token is not for this hub (aud)"));
+            }
+        }
+        if let Some(issuer) = &self.issuer {
+            if raw.get("iss").and_then(Value::as_str) != Some(issuer) {
+                return Err(AuthError::Invalid(
+                    "the token's issuer is not accepted (iss)",
+                ));
+            }
+        }
+        claims.into_grant()
+    }
+}
+
+fn static_key(config: &KeyConfig) -> anyhow::Result<DecodingKey> {
+    use jsonwebtoken::Algorithm::*;
+    let pem = config.key.as_bytes();
+    Ok(match config.algorithm {
+        HS256 | HS384 | HS512 => {
+            if config.key.len() < 32 {
+                bail!("an HMAC JWT secret must be at least 32 bytes long");
+            }
+            DecodingKey::from_secret(pem)
+        }
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
+            DecodingKey::from_rsa_pem(pem).context("reading the RSA public key (PEM)")?
+        }
+        ES256 | ES384 => {
+            DecodingKey::from_ec_pem(pem).context("reading the EC public key (PEM)")?
+        }
+        EdDSA => DecodingKey::from_ed_pem(pem).context("reading the Ed25519 public key (PEM)")?,
+        other => bail!("the JWT algorithm {other:?} is not supported"),
+    })
+}

@@ -1,0 +1,274 @@
+//! The accept loop: TCP connections in, HTTP/1.1 served by hyper with the router, plus what
+//! `axum::serve` does not offer: the connection limits (counted from accept to close, so SSE
+//! streams count), the header-read timeout, and the write-stall timeout. Shutdown stops
+//! accepting, lets every connection finish its request in flight (streams are ended by the hub),
+//! and cuts whatever is still open after the grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+pub mod limits;
+pub mod stall;
+
+pub use limits::{ConnectionGuard, ConnectionLimits, Refusal};
+pub use stall::WriteStall;
+
+/// Connections being refused at once; past this, a refused connection is closed unanswered.
+const MAX_REFUSING: usize = 1024;
+
+/// How connections are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// A connection must send a request's whole header within this, counted from when the hub
+    /// starts waiting for it (at accept, and after each response on a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// A connection whose peer accepts no bytes for this long while the hub has some to send
+    /// is cut.
+    pub write_stall_timeout: Duration,
+    /// How long shutdown waits for connections to finish before cutting them.
+    pub grace: Duration,
+}
+
+/// The key a client is counted and rate-limited under: its IPv4 address (an IPv4-mapped IPv6
+/// address counts as the IPv4 one), or the /64 prefix of its IPv6 address, since one IPv6 host
+/// commonly holds a whole /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then shuts down as the module
+/// documentation says. Requests carry the peer's address as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Arc<ConnectionLimits>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (close_tx, close_rx) = watch::channel(false);
+    let admission = Admission::new(router, limits, options, close_rx);
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "a connection task panicked");
+                    }
+                }
+                continue;
+            }
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => admission.admit(tcp, peer, &mut connections),
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                // Out of file descriptors and the like: wait, rather than spin on the error.
+                tracing::error!(error = %e, "accepting a connection failed; retrying in 1 s");
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = close_tx.send(true);
+    let drained = tokio::time::timeout(options.grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace = ?options.grace,
+            open = connections.len(),
+            "connections still open after the grace period; closing"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// What deciding on and serving a new connection needs.
+struct Admission {
+    router: Router,
+    limits: Arc<ConnectionLimits>,
+    /// Bounds the connections being answered a refusal at once.
+    refusals: Arc<Semaphore>,
+    /// For admitted connections, and for refused ones (not kept alive).
+    builders: Arc<(http1::Builder, http1::Builder)>,
+    options: ServeOptions,
+    close: watch::Receiver<bool>,
+}
+
+impl Admission {
+    fn new(
+        router: Router,
+        limits: Arc<ConnectionLimits>,
+        options: ServeOptions,
+        close: watch::Receiver<bool>,
+    ) -> Self {
+        let mut admitted = http1::Builder::new();
+        admitted
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout);
+        let mut refusing = admitted.clone();
+        refusing.keep_alive(false);
+        Self {
+            router,
+            limits,
+            refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
+            builders: Arc::new((admitted, refusing)),
+            options,
+            close,
+        }
+    }
+
+    /// Counts the connection against the limits and serves it in its own task: normally, or,
+    /// over a limit, with one refusal (503 or 429), unless too many are being refused already.
+    fn admit(&self, tcp: TcpStream, peer: SocketAddr, connections: &mut JoinSet<()>) {
+        let admitted = match self.limits.try_open(peer.ip()) {
+            Ok(guard) => Ok(guard),
+            Err(refusal) => match self.refusals.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tracing::debug!(%peer, ?refusal, "refusing a connection");
+                    Err((refusal, permit))
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, ?refusal, "refused a connection unanswered");
+                    return;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let connection = Connection {
+            tcp,
+            peer,
+            router: self.router.clone(),
+            builders: self.builders.clone(),
+            options: self.options,
+            close: self.close.clone(),
+        };
+        // A refused connection gets one answer and little time to read it.
+        let deadline = self.options.header_read_timeout + Duration::from_secs(5);
+        connections.spawn(async move {
+            match admitted {
+                Ok(guard) => {
+                    connection.run(None).await;
+                    drop(guard);
+                }
+                Err((refusal, permit)) => {
+                    let _ = tokio::time::timeout(deadline, connection.run(Some(refusal))).await;
+                    drop(permit);
+                }
+            }
+        });
+    }
+}
+
+/// Errors of one connection that `accept` reports; the listener itself is fine.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    builders: Arc<(http1::Builder, http1::Builder)>,
+    options: ServeOptions,
+    close: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves requests until the connection closes; with a refusal, answers every request with
+    /// it (the connection is not kept alive).
+    async fn run(self, refusal: Option<Refusal>) {
+        let Self {
+            tcp,
+            peer,
+            router,
+            builders,
+            options,
+            mut close,
+        } = self;
+        let io = TokioIo::new(WriteStall::new(tcp, options.write_stall_timeout));
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            let router = router.clone();
+            async move {
+                if let Some(refusal) = refusal {
+                    return Ok::<Response, Infallible>(refusal.error().into_response());
+                }
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.oneshot(request).await
+            }
+        });
+        let builder = if refusal.is_some() {
+            &builders.1
+        } else {
+            &builders.0
+        };
+        let mut conn = pin!(builder.serve_connection(io, service));
+        let closing = async {
+            // An error means the accept loop is gone: shut down gracefully all the same.
+            let _ = close.wait_for(|closing| *closing).await;
+        };
+        let finished = tokio::select! {
+            result = conn.as_mut() => Some(result),
+            () = closing => None,
+        };
+        let result = match finished {
+            Some(result) => result,
+            None => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, cause = ?std::error::Error::source(&e), "connection closed on an error");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_keys() {
+        let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(key("::1"), "::");
+    }
+}
