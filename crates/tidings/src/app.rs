@@ -73,6 +73,7 @@ impl App {
             auth,
             subscription_events: self.config.subscription_events,
             publish_rate: self.config.edge.publish_rate.map(RateLimiter::new),
+            cors: self.config.edge.cors.clone(),
         });
         let router = http::with_edges(http::router(state), &self.config.edge);
         let limits = ConnectionLimits::new(

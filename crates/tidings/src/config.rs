@@ -454,9 +454,11 @@ fn key_config(
         return Ok(None);
     };
     let key = match key.strip_prefix('@') {
-        Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("reading the key file {path}"))?
-        }
+        // A key file's trailing newline is not part of the key.
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the key file {path}"))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
         None => key,
     };
     let algorithm = parse_algorithm(alg.as_deref().unwrap_or("HS256"))?;

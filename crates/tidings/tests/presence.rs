@@ -371,3 +371,57 @@ async fn jwks_keys_are_chosen_by_kid() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn a_cookie_authorized_publish_must_come_from_an_allowed_origin() {
+    let hub = hub_with_keys(false).await;
+    let token = hs256(json!({"mercure": {"publish": ["*"]}}));
+    let own_origin = hub.base.clone();
+    let publish = |origin: Option<String>, referer: Option<String>, bearer: bool| {
+        let mut request = hub
+            .client
+            .post(hub.url("/.well-known/mercure"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("topic=csrf&data=x");
+        request = if bearer {
+            request.header("authorization", format!("Bearer {token}"))
+        } else {
+            request.header("cookie", format!("mercureAuthorization={token}"))
+        };
+        if let Some(o) = origin {
+            request = request.header("origin", o);
+        }
+        if let Some(r) = referer {
+            request = request.header("referer", r);
+        }
+        hub.send(request)
+    };
+    let foreign = Some("https://evil.example".to_owned());
+    assert_eq!(
+        publish(foreign.clone(), None, false).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        publish(None, None, false).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        publish(None, Some("https://evil.example/page".into()), false)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(hub.stats().await["events_stored"], 0, "nothing was stored");
+    assert_eq!(
+        publish(Some(own_origin.clone()), None, false).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        publish(None, Some(format!("{own_origin}/app")), false)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A bearer token is not sent by browsers on their own: no Origin needed.
+    assert_eq!(publish(foreign, None, true).await.status, StatusCode::OK);
+}

@@ -31,6 +31,9 @@ pub struct AppState {
     pub subscription_events: bool,
     /// The publish rate per publisher, when one is set.
     pub publish_rate: Option<rate::RateLimiter>,
+    /// Origins allowed to call the hub from a browser; a publish authorized by a cookie must
+    /// come from the hub's own origin or one of these.
+    pub cors: cors::CorsOrigins,
 }
 
 /// The Mercure discovery header, relative to the request's origin.

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use tidings_core::event::{EventId, EventType, NewEvent, Topic};
 
+use super::cors::CorsOrigins;
 use super::error::ApiError;
 use super::{form, link_header, AppState};
 use crate::auth::{may_publish, Grant};
@@ -98,7 +99,42 @@ async fn publisher_grant(
         .find(|(name, _)| name == "authorization")
         .map(|(_, v)| v.as_str());
     let token = state.auth.token(headers, query_token);
+    let from_cookie =
+        token.is_some() && query_token.is_none() && !headers.contains_key(header::AUTHORIZATION);
+    if from_cookie && !same_or_allowed_origin(state, headers) {
+        // A browser sends cookies with a cross-site form POST: without this check any page
+        // could publish with its visitor's cookie (CSRF).
+        return Err(ApiError::Forbidden(
+            "a publish authorized by a cookie must come from an allowed Origin".into(),
+        ));
+    }
     Ok(state.auth.publisher(token).await?)
+}
+
+/// Whether the request's `Origin` (or, lacking it, `Referer`) is the hub's own origin or one of
+/// the configured CORS origins.
+fn same_or_allowed_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let origin = match text(header::ORIGIN) {
+        Some(o) => o.to_owned(),
+        None => match text(header::REFERER).and_then(|r| r.split_once("://")) {
+            Some((scheme, rest)) => {
+                format!(
+                    "{scheme}://{}",
+                    rest.split(['/', '?', '#']).next().unwrap_or("")
+                )
+            }
+            None => return false,
+        },
+    };
+    let same = origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| Some(authority) == text(header::HOST));
+    same || matches!(&state.cors, CorsOrigins::List(list) if list.iter().any(|p| p.matches(&origin)))
 }
 
 /// With a publisher grant (`None`: open development mode), every topic of every event must be
