@@ -259,6 +259,13 @@ async fn bad_subscriptions_are_refused() {
             "/.well-known/mercure?topic=a&topic=b&topic=c&topic=d".to_owned(),
         ),
         (
+            "selector over the length limit",
+            format!(
+                "/.well-known/mercure?topic={}",
+                "x".repeat(tidings_core::selector::MAX_SELECTOR_LEN + 1)
+            ),
+        ),
+        (
             "LF in type filter",
             "/.well-known/mercure?topic=a&type=x%0Ay".to_owned(),
         ),
