@@ -29,6 +29,9 @@ pub struct Interest {
     pub private_selectors: Vec<Selector>,
     /// Who subscribes, for the presence API; `None` keeps the subscription out of listings.
     pub presence: Option<Presence>,
+    /// When set, the subscription ends right after delivering an event of one of these types
+    /// (a job's `completed` or `failed`, say).
+    pub until: Option<Vec<EventType>>,
 }
 
 /// How a subscription shows in Mercure's active-subscriptions API.
@@ -56,6 +59,15 @@ impl Interest {
             types: None,
             private_selectors: Vec::new(),
             presence: None,
+            until: None,
+        }
+    }
+
+    /// Whether delivering `event` ends the subscription.
+    pub fn ends_on(&self, event: &Event) -> bool {
+        match (&self.until, &event.kind) {
+            (Some(until), Some(kind)) => until.contains(kind),
+            _ => false,
         }
     }
 
@@ -246,6 +258,10 @@ impl Fanout {
                 }
                 let frame = frame.get_or_insert_with(|| sse::encode(event));
                 match entry.mailbox.push(event.seq, frame) {
+                    Pushed::Queued if entry.interest.ends_on(event) => {
+                        delivered += 1;
+                        entry.mailbox.close(Closed::Finished);
+                    }
                     Pushed::Queued => delivered += 1,
                     Pushed::Overflowed => slow += 1,
                     Pushed::AlreadyClosed => {}

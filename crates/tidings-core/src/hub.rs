@@ -326,15 +326,20 @@ impl Hub {
         };
         let cursor = self.resolve(&start, &head).await?;
         let mut preamble = BytesMut::from(&b":\n"[..]);
+        let mut finish = false;
         if let Some(id) = &cursor.unknown {
             preamble.extend_from_slice(&sse::notice(RESET_EVENT, &reset_notice(id, &head)));
         }
         if start == Start::Latest {
             for event in self.latest_visible(&interest, head.seq).await? {
                 preamble.extend_from_slice(&sse::encode(&event));
+                if interest.ends_on(&event) {
+                    finish = true;
+                    break;
+                }
             }
         }
-        let replay = (cursor.after < head.seq).then(|| Replay {
+        let replay = (cursor.after < head.seq && !finish).then(|| Replay {
             upto: head.seq,
             pending: None,
         });
@@ -351,6 +356,7 @@ impl Hub {
             heartbeat: Box::pin(tokio::time::sleep(self.options.heartbeat)),
             last_write: Instant::now(),
             end: None,
+            finish_after_preamble: finish,
             done: false,
         })
     }
@@ -382,6 +388,9 @@ impl Hub {
         };
         if start == Start::Latest {
             page.events = self.latest_visible(&interest, head.seq).await?;
+            if let Some(end) = page.events.iter().position(|e| interest.ends_on(e)) {
+                page.events.truncate(end + 1);
+            }
             page.events.truncate(limit);
             if let Some(last) = page.events.last() {
                 page.last_event_id = last.id.to_string();
@@ -421,6 +430,11 @@ impl Hub {
             if page.events.len() > limit {
                 page.events.truncate(limit);
                 page.more = true;
+            }
+            // With `until`, the page ends at the first terminal event, as a stream would.
+            if let Some(end) = page.events.iter().position(|e| interest.ends_on(e)) {
+                page.events.truncate(end + 1);
+                page.more = false;
             }
             if let Some(last) = page.events.last() {
                 page.last_event_id = last.id.to_string();
@@ -508,6 +522,8 @@ pub struct Subscription {
     last_write: Instant,
     /// When set, the stream ends at this instant (the subscriber's token expires).
     end: Option<Pin<Box<Sleep>>>,
+    /// The preamble (late-joiner replay) holds an `until` event: the stream ends after it.
+    finish_after_preamble: bool,
     done: bool,
 }
 
@@ -550,6 +566,11 @@ impl Subscription {
             let mut buf = BytesMut::new();
             for event in batch.iter().filter(|e| self.interest.wants(e)) {
                 buf.extend_from_slice(&sse::encode(event));
+                if self.interest.ends_on(event) {
+                    self.replay = None;
+                    self.done = true;
+                    break;
+                }
             }
             if !buf.is_empty() {
                 return Poll::Ready(Some(Ok(buf.freeze())));
@@ -574,6 +595,7 @@ impl Stream for Subscription {
             }
         }
         if let Some(preamble) = this.preamble.take() {
+            this.done = this.finish_after_preamble;
             return Poll::Ready(Some(Ok(preamble)));
         }
         if this.replay.is_some() {

@@ -21,6 +21,8 @@ pub enum Closed {
     Slow,
     /// The hub is shutting down.
     Shutdown,
+    /// The subscriber got the event it was waiting for (`until`).
+    Finished,
 }
 
 /// Bounds of one mailbox.

@@ -79,6 +79,7 @@ pub fn parse_request(
         selectors.push(Selector::parse_exact(topic)?);
     }
     let mut types = Vec::new();
+    let mut until = Vec::new();
     let mut last_event_id: Option<String> = None;
     let mut latest = false;
     let mut token = None;
@@ -103,6 +104,7 @@ pub fn parse_request(
                 )))
             }
             "type" => types.push(EventType::parse(&value)?),
+            "until" => until.push(EventType::parse(&value)?),
             "lastEventID" | "last_event_id" | "Last-Event-ID" => {
                 last_event_id.get_or_insert(value);
             }
@@ -145,6 +147,7 @@ pub fn parse_request(
             types: (!types.is_empty()).then_some(types),
             private_selectors: Vec::new(),
             presence: None,
+            until: (!until.is_empty()).then_some(until),
         },
         start,
         rest,
