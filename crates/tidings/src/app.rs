@@ -67,6 +67,9 @@ impl App {
                  set --publisher-jwt-key (or --jwt-key) in production"
             );
         }
+        for name in self.config.webhooks.names() {
+            tracing::info!(webhook = name, "receiving webhooks at /webhooks/{name}");
+        }
         let state = Arc::new(AppState {
             hub: self.hub.clone(),
             limits: self.config.limits,
@@ -74,6 +77,7 @@ impl App {
             subscription_events: self.config.subscription_events,
             publish_rate: self.config.edge.publish_rate.map(RateLimiter::new),
             cors: self.config.edge.cors.clone(),
+            webhooks: self.config.webhooks.clone(),
         });
         let router = http::with_edges(http::router(state), &self.config.edge);
         let limits = ConnectionLimits::new(

@@ -17,6 +17,7 @@ use crate::auth::{parse_algorithm, AuthConfig, KeyConfig};
 use crate::http::cors::CorsOrigins;
 use crate::http::host::AllowedHosts;
 use crate::http::rate::PublishRate;
+use crate::ingest::{WebhookConfig, Webhooks};
 use crate::net::ServeOptions;
 
 /// Where events are stored.
@@ -94,6 +95,8 @@ pub struct Config {
     pub subscription_events: bool,
     /// CORS, allowed hosts, connection and publish-rate limits, timeouts.
     pub edge: EdgeConfig,
+    /// Webhooks served at `/webhooks/{name}` (the `[webhooks.NAME]` tables of the config file).
+    pub webhooks: Webhooks,
 }
 
 impl Config {
@@ -111,6 +114,7 @@ impl Config {
             auth: AuthConfig::default(),
             subscription_events: false,
             edge: EdgeConfig::default(),
+            webhooks: Webhooks::default(),
         }
     }
 
@@ -428,6 +432,9 @@ struct FileConfig {
     subscriber_jwks: Option<String>,
     jwt_audience: Option<String>,
     jwt_issuer: Option<String>,
+    /// `[webhooks.NAME]` tables (file only: no flag or environment variable).
+    #[serde(default)]
+    webhooks: std::collections::BTreeMap<String, WebhookConfig>,
 }
 
 /// A key from its flag value (`@PATH` reads a file) and algorithm name.
@@ -599,6 +606,7 @@ impl ServeArgs {
             .subscription_events
             .or(file.subscription_events)
             .unwrap_or(false);
+        config.webhooks = Webhooks::from_configs(std::mem::take(&mut file.webhooks))?;
         Ok(config)
     }
 }
@@ -732,6 +740,44 @@ write_stall_timeout = "1m"
         assert!(
             <Serve as clap::Parser>::try_parse_from(["serve", "--allowed-hosts", "a b/c"]).is_err()
         );
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file_and_stay_strict() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            }
+            .resolve()
+        };
+        assert!(resolve("").unwrap().webhooks.is_empty());
+        let config = resolve(
+            r#"
+listen = "127.0.0.1:9000"
+
+[webhooks.gpu]
+scheme = "standard"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+topic = "jobs/{/id}"
+type_from = "/status"
+
+[webhooks.gpu.type_map]
+COMPLETED = "completed"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.webhooks.names().collect::<Vec<_>>(), ["gpu"]);
+        let err = resolve(
+            "[webhooks.gpu]\nscheme = \"github\"\nsecret = \"s\"\ntopic = \"t\"\nsecert = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        let err = resolve("[webhooks.gpu]\nscheme = \"github\"\ntopic = \"t\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("webhook gpu"), "{err:#}");
     }
 
     #[test]

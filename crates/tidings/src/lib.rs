@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod ingest;
 pub mod net;
 
 pub use app::App;

@@ -10,6 +10,8 @@ use tidings_core::hub::HubError;
 use tidings_core::log::LogError;
 use tidings_core::selector::SelectorError;
 
+use crate::ingest::IngestError;
+
 /// See the module documentation.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -27,6 +29,14 @@ pub enum ApiError {
     Unauthorized(#[from] crate::auth::AuthError),
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A webhook delivery whose signature, timestamp or token does not verify.
+    #[error("{0}")]
+    Unverified(String),
+    /// Well-formed input the hub cannot place (a webhook payload its mapping cannot use).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("the hub is shutting down")]
     ShuttingDown,
     #[error("this hub does not serve the host {0:?}")]
@@ -54,6 +64,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unverified(_) => StatusCode::UNAUTHORIZED,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -74,6 +87,18 @@ impl From<EventError> for ApiError {
 impl From<SelectorError> for ApiError {
     fn from(e: SelectorError) -> Self {
         Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Unverified(e) => Self::Unverified(e.to_string()),
+            IngestError::Unmappable(e) => Self::Unprocessable(e.to_string()),
+            IngestError::NotJson(_)
+            | IngestError::MissingDeliveryId(_)
+            | IngestError::BadDeliveryId(_) => Self::BadRequest(e.to_string()),
+        }
     }
 }
 

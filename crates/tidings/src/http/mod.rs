@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::handler::Handler;
 use axum::http::{header, HeaderName};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tidings_core::hub::Hub;
 
@@ -34,6 +34,8 @@ pub struct AppState {
     /// Origins allowed to call the hub from a browser; a publish authorized by a cookie must
     /// come from the hub's own origin or one of these.
     pub cors: cors::CorsOrigins,
+    /// The configured webhooks, served at `/webhooks/{name}`.
+    pub webhooks: crate::ingest::Webhooks,
 }
 
 /// The Mercure discovery header, relative to the request's origin.
@@ -63,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/events/{*topic}",
             get(subscribe::subscribe_to_path).post(publish::publish_to_path.layer(publish_rate)),
         )
+        .route("/webhooks/{name}", post(crate::ingest::receive))
         .route("/healthz", get(admin::healthz))
         .route("/stats", get(admin::stats))
         .with_state(state)

@@ -177,7 +177,7 @@ fn content_type(headers: &HeaderMap) -> String {
 /// Reads the whole body, refusing one over `limit` (413). Past the limit the rest is still read
 /// and dropped, up to [`DRAIN_FACTOR`] times the limit, so the client gets to read the 413
 /// instead of a reset connection; a body larger still is cut off.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
@@ -293,11 +293,22 @@ fn build_event(
         .map(|t| Topic::parse(t))
         .collect::<Result<Vec<_>, _>>()?;
     let mut event = NewEvent::new(topics, data)?;
-    event.id = id.as_deref().map(EventId::parse).transpose()?;
+    event.id = publisher_id(id.as_deref())?;
     event.kind = kind.as_deref().map(EventType::parse).transpose()?;
     event.retry = retry;
     event.private = private;
     Ok(event)
+}
+
+/// A publisher-supplied id; the `webhook:` prefix is reserved for webhook deliveries, whose ids
+/// make retries idempotent.
+fn publisher_id(id: Option<&str>) -> Result<Option<EventId>, ApiError> {
+    match id {
+        Some(id) if id.starts_with("webhook:") => Err(ApiError::bad(
+            "ids starting with \"webhook:\" are reserved for webhook deliveries",
+        )),
+        other => Ok(other.map(EventId::parse).transpose()?),
+    }
 }
 
 /// `topic` in JSON: one string or a list.
@@ -324,7 +335,7 @@ struct PathEvent {
 impl PathEvent {
     fn into_event(self, topic: Topic) -> Result<NewEvent, ApiError> {
         let mut event = NewEvent::new(vec![topic], data_text(self.data))?;
-        event.id = self.id.as_deref().map(EventId::parse).transpose()?;
+        event.id = publisher_id(self.id.as_deref())?;
         event.kind = self.kind.as_deref().map(EventType::parse).transpose()?;
         event.retry = self.retry;
         event.private = self.private;
