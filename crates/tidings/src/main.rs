@@ -5,8 +5,19 @@ use tidings::cli::{self, Cli, Command};
 use tidings::App;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // On one CPU (e.g. pinned with taskset) the single-threaded scheduler does the same work
+    // with less overhead per task switch; otherwise one worker per CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut runtime = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    runtime.enable_all().build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
