@@ -28,7 +28,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = args.resolve()?;
             let app = App::build(config).await?;
-            let listener = tokio::net::TcpListener::bind(app.config().listen).await?;
+            let listener = bind(app.config().listen)?;
             tracing::info!(
                 address = %listener.local_addr()?,
                 store = ?app.config().store,
@@ -39,6 +39,19 @@ async fn run() -> anyhow::Result<()> {
         Command::Publish(args) => cli::publish(args).await,
         Command::Tail(args) => cli::tail(args).await,
     }
+}
+
+/// Listens on `addr` with a deep accept backlog, so a crowd of reconnecting subscribers is not
+/// met with dropped SYNs (and the client's one-second retransmission).
+fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket.listen(4096)?)
 }
 
 /// Completes on SIGINT or SIGTERM.
