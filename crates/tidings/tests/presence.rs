@@ -35,6 +35,11 @@ fn bearer(token: &str) -> (&'static str, String) {
 }
 
 async fn hub_with_keys(subscription_events: bool) -> TestHub {
+    hub_with(subscription_events, None).await
+}
+
+/// A hub whose publishers and subscribers use the HS256 `SECRET`.
+async fn hub_with(subscription_events: bool, audience: Option<&'static str>) -> TestHub {
     spawn_hub_with(move |c| {
         let key = KeyConfig {
             algorithm: Algorithm::HS256,
@@ -43,6 +48,7 @@ async fn hub_with_keys(subscription_events: bool) -> TestHub {
         };
         c.auth.publisher = Some(key.clone());
         c.auth.subscriber = Some(key);
+        c.auth.audience = audience.map(Into::into);
         c.subscription_events = subscription_events;
     })
     .await
@@ -222,17 +228,7 @@ fn access_token(details: Value, typ: Option<&str>, aud: Option<&str>) -> String 
 
 #[tokio::test]
 async fn newer_draft_access_tokens_are_accepted_and_checked() {
-    let hub = spawn_hub_with(|c| {
-        let key = KeyConfig {
-            algorithm: Algorithm::HS256,
-            key: SECRET.into(),
-            jwks: None,
-        };
-        c.auth.publisher = Some(key.clone());
-        c.auth.subscriber = Some(key);
-        c.auth.audience = Some(AUDIENCE.into());
-    })
-    .await;
+    let hub = hub_with(false, Some(AUDIENCE)).await;
     let reader = access_token(
         json!([{"type": "mercure", "actions": ["subscribe"],
                 "topics": [{"match": "users/alice"}]}]),

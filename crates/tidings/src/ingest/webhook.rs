@@ -421,6 +421,7 @@ impl Webhooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::verify::tests::headers;
 
     fn parse(text: &str) -> anyhow::Result<Webhooks> {
         Webhooks::from_toml(text)
@@ -572,17 +573,6 @@ delivery_id_from = "/delivery"
                 .is_err(),
             "a name that is not a path segment"
         );
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        map
     }
 
     #[test]
