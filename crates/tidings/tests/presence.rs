@@ -421,3 +421,78 @@ async fn a_cookie_authorized_publish_must_come_from_an_allowed_origin() {
     // A bearer token is not sent by browsers on their own: no Origin needed.
     assert_eq!(publish(foreign, None, true).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_again_for_an_unknown_kid() {
+    use std::sync::{Arc, Mutex};
+    let private = include_str!("fixtures/rsa_private.pem");
+    let other = include_str!("fixtures/rsa_other_private.pem");
+    let jwk = |pem: &str, kid: &str| {
+        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        jwk
+    };
+    let set = |keys| serde_json::to_string(&jsonwebtoken::jwk::JwkSet { keys }).unwrap();
+    // The issuer's JWKS endpoint: a real HTTP server whose document the test rotates.
+    let served = Arc::new(Mutex::new(set(vec![jwk(private, "k1")])));
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (doc, count) = (served.clone(), fetches.clone());
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = doc.lock().unwrap().clone();
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let hub = spawn_hub_with(move |c| {
+        c.auth.publisher = Some(KeyConfig {
+            algorithm: Algorithm::RS256,
+            key: String::new(),
+            jwks: Some(url),
+        });
+    })
+    .await;
+    let sign = |pem: &str, kid: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let claims = json!({"mercure": {"publish": ["*"]}});
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let publish = |token: String| {
+        let request = hub
+            .client
+            .post(hub.url("/.well-known/mercure"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("topic=a&data=x");
+        hub.send(request)
+    };
+    assert_eq!(publish(sign(private, "k1")).await.status, StatusCode::OK);
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched at start"
+    );
+
+    // The issuer rotates in a new key: the first token signed with it makes the hub refetch.
+    *served.lock().unwrap() = set(vec![jwk(private, "k1"), jwk(other, "k2")]);
+    assert_eq!(publish(sign(other, "k2")).await.status, StatusCode::OK);
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Another unknown kid right after is refused without hammering the issuer.
+    assert_eq!(
+        publish(sign(other, "k3")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -2,8 +2,8 @@
 //!
 //! The algorithm comes from configuration, never from the token: a token whose header names
 //! another algorithm (`none`, or HMAC against an RSA/EC key) is refused before any key is used.
-//! JWKS keys are chosen by `kid`; an unknown `kid` fetches the document again, at most once per
-//! [`JWKS_REFRESH`].
+//! JWKS keys are chosen by `kid`; an unknown `kid` fetches the document again (the first time at
+//! once, then at most once per [`JWKS_REFRESH`], so forged `kid`s cannot hammer the issuer).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
@@ -29,7 +29,8 @@ enum Keys {
 struct Jwks {
     source: String,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    fetched: tokio::sync::Mutex<Instant>,
+    /// When an unknown `kid` last made us fetch the document (`None`: never).
+    fetched: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Jwks {
@@ -78,8 +79,8 @@ impl Jwks {
             return Some(key);
         }
         let mut fetched = self.fetched.lock().await;
-        if fetched.elapsed() >= JWKS_REFRESH {
-            *fetched = Instant::now();
+        if fetched.is_none_or(|at| at.elapsed() >= JWKS_REFRESH) {
+            *fetched = Some(Instant::now());
             match Self::load(&self.source).await {
                 Ok(keys) => *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys,
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "JWKS refresh failed"),
@@ -105,7 +106,7 @@ impl Verifier {
             Some(source) => Keys::Jwks(Jwks {
                 keys: RwLock::new(Jwks::load(source).await?),
                 source: source.clone(),
-                fetched: tokio::sync::Mutex::new(Instant::now()),
+                fetched: tokio::sync::Mutex::new(None),
             }),
             None => Keys::Static(static_key(key)?),
         };
