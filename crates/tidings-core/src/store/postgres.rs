@@ -1,0 +1,770 @@
+//! `PostgresLog`: the event log in PostgreSQL, shareable by several hub nodes.
+//!
+//! Layout: every table lives in the log's own schema ([`PostgresOptions::schema`]), created and
+//! migrated at start-up by the versioned migrations embedded in the binary ([`MIGRATIONS`]).
+//! Migration runs in one transaction holding a transaction-scoped advisory lock keyed by the
+//! schema, so nodes starting at the same moment apply each migration exactly once.
+//!
+//! Appends: one writer task owns a connection. Appends queue up while it commits; it takes all
+//! that waited (up to [`MAX_GROUP`]) into one transaction, each request in its own savepoint so a
+//! duplicate id fails only its own request, and commits once (group commit). Only after the commit
+//! are the publishers answered and the commit notice sent.
+//!
+//! Sequence numbers: the append transaction first takes `pg_advisory_xact_lock(APPEND_LOCK_CLASS,
+//! hashtext(schema))`, then reads the counter row `log_state.last_seq` (`FOR UPDATE`), numbers its
+//! events from there and writes the counter back before committing. Every node's appends are thus
+//! serialized until commit: seqs have no holes (a failed request rolls its savepoint back and
+//! consumes none) and are strictly increasing in *commit* order, so a reader that has read seq 12
+//! can never miss seq 11 committing later. The lock is released only after the commit is visible.
+//!
+//! Commit notices: after a local commit the writer broadcasts `Commit { upto, events: Some(..) }`.
+//! The append transaction also sends `NOTIFY` on the schema's channel with `"<upto> <node>"`; a
+//! dedicated LISTEN connection turns other nodes' notifications into `Commit { upto, events: None }`
+//! (its own are skipped: they were already announced with their events).
+//!
+//! Reads go through a small set of connections used concurrently (tokio-postgres pipelines
+//! queries on one connection); each query is one statement, so it sees one snapshot.
+//!
+//! TODO(issue 4): reconnect the LISTEN connection with backoff and emit a catch-up wake-up after
+//! reconnecting; /healthz "degraded" while PostgreSQL is unreachable; TLS (only `NoTls` now);
+//! prepared-statement caching on the read connections.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
+
+use crate::event::{now_ms, Event, EventId, EventType, NewEvent, Seq, Topic};
+use crate::log::{Commit, EventLog, LogError, LogStats, Retention, Scope};
+
+/// Most append requests committed together.
+pub const MAX_GROUP: usize = 1024;
+/// Most events deleted by one pruning transaction, so appends are never held up for long.
+const PRUNE_CHUNK: i64 = 5_000;
+/// First key of the advisory lock serializing appends (the second is `hashtext(schema)`).
+pub const APPEND_LOCK_CLASS: i32 = 0x7469_6401; // "tid\x01"
+/// First key of the advisory lock serializing migrations (the second is `hashtext(schema)`).
+pub const MIGRATE_LOCK_CLASS: i32 = 0x7469_6402;
+/// Longest accepted schema name (the NOTIFY channel adds a prefix and must stay under 64 bytes).
+pub const MAX_SCHEMA_LEN: usize = 48;
+
+/// The embedded migrations, `(version, sql)`, applied in order. Never edit one that has shipped;
+/// add the next version instead.
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("postgres/0001_init.sql"))];
+
+/// How to open a [`PostgresLog`].
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// A libpq-style connection string, as a URL (`postgres://user@host/db`) or as key=value pairs.
+    pub url: String,
+    /// The schema holding the log's tables: lower-case letters, digits and `_`, not starting with
+    /// a digit, at most [`MAX_SCHEMA_LEN`] bytes.
+    pub schema: String,
+    /// Read connections.
+    pub readers: usize,
+}
+
+impl PostgresOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "tidings".into(),
+            readers: 2,
+        }
+    }
+
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+/// An append waiting for the next group commit.
+type PendingAppend = (Vec<NewEvent>, Reply<Vec<Arc<Event>>>);
+
+enum Job {
+    Append(Vec<NewEvent>, Reply<Vec<Arc<Event>>>),
+    Prune(Seq, Reply<u64>),
+}
+
+/// See the module documentation.
+pub struct PostgresLog {
+    jobs: mpsc::Sender<Job>,
+    readers: Readers,
+    commits: broadcast::Sender<Commit>,
+    /// Keeps the LISTEN connection open; dropping it ends the listener task.
+    _listener: Client,
+}
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+/// A PostgreSQL error with the server's message when there is one.
+fn pg(e: tokio_postgres::Error) -> LogError {
+    match e.as_db_error() {
+        Some(db) => LogError::Storage(format!("{db}")),
+        None => LogError::Storage(format!("{e}")),
+    }
+}
+
+fn check_schema(schema: &str) -> Result<(), LogError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= MAX_SCHEMA_LEN
+        && !schema.starts_with(|c: char| c.is_ascii_digit())
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::Storage(format!(
+            "invalid schema name {schema:?}: use at most {MAX_SCHEMA_LEN} lower-case letters, \
+             digits and '_', not starting with a digit"
+        )))
+    }
+}
+
+/// The NOTIFY channel of a schema's log.
+fn channel(schema: &str) -> String {
+    format!("tidings_commits_{schema}")
+}
+
+/// Opens a connection whose `search_path` is the log's schema, driving it on a task.
+async fn connect(config: &Config) -> Result<Client, LogError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Applies the embedded migrations not yet applied, under the schema's migration lock.
+async fn migrate(client: &mut Client, schema: &str) -> Result<(), LogError> {
+    let tx = client.transaction().await.map_err(pg)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&MIGRATE_LOCK_CLASS, &schema],
+    )
+    .await
+    .map_err(pg)?;
+    // `schema` was checked to be a plain lower-case identifier, so it needs no quoting.
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );
+         SET LOCAL search_path TO {schema};"
+    ))
+    .await
+    .map_err(pg)?;
+    let newest: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if newest > known {
+        return Err(LogError::Storage(format!(
+            "schema {schema} has version {newest}, newer than this binary's {known}"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > newest) {
+        tracing::info!(schema, version, "applying PostgreSQL migration");
+        tx.batch_execute(sql).await.map_err(pg)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    tx.commit().await.map_err(pg)
+}
+
+impl PostgresLog {
+    /// Connects, applies the migrations and starts the writer and the listener.
+    pub async fn connect(options: PostgresOptions) -> Result<Self, LogError> {
+        check_schema(&options.schema)?;
+        let schema = options.schema.clone();
+        let mut config = Config::from_str(&options.url).map_err(pg)?;
+        config.options(format!("-c search_path={schema}"));
+        config.application_name("tidings");
+
+        let mut writer = connect(&config).await?;
+        migrate(&mut writer, &schema).await?;
+
+        let readers = Readers::connect(config.clone(), options.readers.max(1)).await?;
+        let (commits, _) = broadcast::channel(1024);
+        let node = uuid::Uuid::now_v7().simple().to_string();
+        let listener = listen(&config, &schema, node.clone(), commits.clone()).await?;
+
+        let (jobs, rx) = mpsc::channel(MAX_GROUP * 4);
+        let w = Writer {
+            client: writer,
+            config,
+            schema,
+            channel: channel(&options.schema),
+            node,
+        };
+        tokio::spawn(w.run(rx, commits.clone()));
+        Ok(Self {
+            jobs,
+            readers,
+            commits,
+            _listener: listener,
+        })
+    }
+
+    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, LogError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(job(tx))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// The highest seq pruning must delete to satisfy `retention`, if any.
+    async fn prune_cutoff(&self, retention: Retention) -> Result<Option<Seq>, LogError> {
+        // An age too large to subtract keeps everything.
+        let age_cutoff = retention.max_age.and_then(|age| {
+            i64::try_from(age.as_millis())
+                .ok()
+                .and_then(|age| now_ms().checked_sub(age))
+        });
+        if retention.max_events.is_none() && age_cutoff.is_none() {
+            return Ok(None);
+        }
+        let client = self.readers.get().await?;
+        let mut cutoff: Option<i64> = None;
+        if let Some(keep) = retention.max_events {
+            let keep = keep.min(i64::MAX as u64) as i64;
+            let seq: Option<i64> = client
+                .query_opt(
+                    "SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET $1",
+                    &[&keep],
+                )
+                .await
+                .map_err(pg)?
+                .map(|r| r.get(0));
+            cutoff = cutoff.max(seq);
+        }
+        if let Some(before) = age_cutoff {
+            // Events are stored in time order (up to clock steps), so age retention deletes the
+            // prefix of events older than the cutoff.
+            let seq: Option<i64> = client
+                .query_one(
+                    "SELECT coalesce((SELECT min(seq) - 1 FROM events WHERE stored_at >= $1), \
+                                     (SELECT max(seq) FROM events))",
+                    &[&before],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            cutoff = cutoff.max(seq);
+        }
+        Ok(cutoff.filter(|s| *s > 0).map(|s| s as Seq))
+    }
+}
+
+/// Opens the LISTEN connection and starts the task turning other nodes' notifications into
+/// commit notices.
+async fn listen(
+    config: &Config,
+    schema: &str,
+    node: String,
+    commits: broadcast::Sender<Commit>,
+) -> Result<Client, LogError> {
+    let (client, mut connection) = config.connect(NoTls).await.map_err(pg)?;
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    let mut parts = n.payload().split(' ');
+                    let upto = parts.next().and_then(|s| s.parse::<Seq>().ok());
+                    let from = parts.next();
+                    match upto {
+                        Some(_) if from == Some(node.as_str()) => {}
+                        Some(upto) => {
+                            let _ = commits.send(Commit { upto, events: None });
+                        }
+                        None => tracing::warn!(payload = n.payload(), "odd commit notification"),
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    // TODO(issue 4): reconnect with backoff, re-LISTEN, then send a wake-up.
+                    tracing::error!(error = %e, "the PostgreSQL LISTEN connection failed");
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", channel(schema)))
+        .await
+        .map_err(pg)?;
+    Ok(client)
+}
+
+#[async_trait]
+impl EventLog for PostgresLog {
+    async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, LogError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(|reply| Job::Append(batch, reply)).await
+    }
+
+    async fn read(
+        &self,
+        after: Seq,
+        upto: Seq,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, LogError> {
+        let (after, upto) = (clamp(after), clamp(upto));
+        let limit = limit.min(i64::MAX as usize) as i64;
+        if after >= upto || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.readers.get().await?;
+        let rows = match scope {
+            Scope::All => client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM events WHERE seq > $1 AND seq <= $2 \
+                         ORDER BY seq LIMIT $3"
+                    ),
+                    &[&after, &upto, &limit],
+                )
+                .await
+                .map_err(pg)?,
+            Scope::Topics(topics) if topics.is_empty() => return Ok(Vec::new()),
+            Scope::Topics(topics) => client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM events WHERE seq IN (\
+                           SELECT DISTINCT seq FROM event_topics WHERE topic = ANY($1) \
+                           AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4) ORDER BY seq"
+                    ),
+                    &[topics, &after, &upto, &limit],
+                )
+                .await
+                .map_err(pg)?,
+        };
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn locate(&self, id: &str) -> Result<Option<Seq>, LogError> {
+        let client = self.readers.get().await?;
+        let row = client
+            .query_opt("SELECT seq FROM events WHERE id = $1", &[&id])
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get::<_, i64>(0) as Seq))
+    }
+
+    async fn latest(&self, scope: &Scope, upto: Seq) -> Result<Vec<Arc<Event>>, LogError> {
+        let upto = clamp(upto);
+        let client = self.readers.get().await?;
+        let rows = match scope {
+            Scope::All => client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM events WHERE seq IN (\
+                           SELECT max(seq) FROM event_topics WHERE seq <= $1 GROUP BY topic) \
+                         ORDER BY seq"
+                    ),
+                    &[&upto],
+                )
+                .await
+                .map_err(pg)?,
+            Scope::Topics(topics) if topics.is_empty() => return Ok(Vec::new()),
+            Scope::Topics(topics) => client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM events WHERE seq IN (\
+                           SELECT (SELECT max(et.seq) FROM event_topics et \
+                                   WHERE et.topic = t.topic AND et.seq <= $2) \
+                           FROM unnest($1::text[]) AS t(topic)) \
+                         ORDER BY seq"
+                    ),
+                    &[topics, &upto],
+                )
+                .await
+                .map_err(pg)?,
+        };
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn prune(&self, retention: Retention) -> Result<u64, LogError> {
+        let Some(cutoff) = self.prune_cutoff(retention).await? else {
+            return Ok(0);
+        };
+        let mut total = 0;
+        loop {
+            let deleted = self.submit(|reply| Job::Prune(cutoff, reply)).await?;
+            total += deleted;
+            if deleted < PRUNE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<LogStats, LogError> {
+        let client = self.readers.get().await?;
+        // One statement, one snapshot: the bounds and their ids agree.
+        let Some(row) = client
+            .query_opt(
+                "SELECT lo.seq, lo.id, hi.seq, hi.id FROM \
+                   (SELECT seq, id FROM events ORDER BY seq LIMIT 1) lo, \
+                   (SELECT seq, id FROM events ORDER BY seq DESC LIMIT 1) hi",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+        else {
+            return Ok(LogStats::default());
+        };
+        let (lo, hi): (i64, i64) = (row.get(0), row.get(2));
+        // Seqs have no holes (pruning deletes a prefix), so the count is the span.
+        Ok(LogStats {
+            events: (hi - lo + 1) as u64,
+            oldest: Some((lo as Seq, row.get(1))),
+            newest: Some((hi as Seq, row.get(3))),
+        })
+    }
+
+    fn commits(&self) -> broadcast::Receiver<Commit> {
+        self.commits.subscribe()
+    }
+}
+
+fn clamp(seq: Seq) -> i64 {
+    seq.min(i64::MAX as u64) as i64
+}
+
+const COLUMNS: &str = "seq, id, topics, type, data, retry, private, stored_at";
+
+fn event_from_row(row: &Row) -> Result<Arc<Event>, LogError> {
+    let topics: &str = row.try_get(2).map_err(pg)?;
+    let kind: Option<&str> = row.try_get(3).map_err(pg)?;
+    let data: Vec<u8> = row.try_get(4).map_err(pg)?;
+    let data = String::from_utf8(data).map_err(storage)?;
+    Ok(Arc::new(Event {
+        seq: row.try_get::<_, i64>(0).map_err(pg)? as Seq,
+        id: EventId::from_stored(row.try_get(1).map_err(pg)?),
+        topics: topics.split('\n').map(Topic::from_stored).collect(),
+        kind: kind.map(EventType::from_stored),
+        data: data.into_boxed_str(),
+        // Bit-cast: the full u64 range round-trips through bigint.
+        retry: row
+            .try_get::<_, Option<i64>>(5)
+            .map_err(pg)?
+            .map(|r| r as u64),
+        private: row.try_get(6).map_err(pg)?,
+        stored_at_ms: row.try_get(7).map_err(pg)?,
+    }))
+}
+
+struct Writer {
+    client: Client,
+    config: Config,
+    schema: String,
+    channel: String,
+    /// This process's id in NOTIFY payloads, so the listener can skip its own.
+    node: String,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>, commits: broadcast::Sender<Commit>) {
+        let mut appends = Vec::with_capacity(MAX_GROUP);
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append(batch, reply) => appends.push((batch, reply)),
+                    Job::Prune(cutoff, reply) => {
+                        let result = match self.ensure_connected().await {
+                            Ok(()) => self.prune(cutoff).await,
+                            Err(e) => Err(e),
+                        };
+                        let _ = reply.send(result);
+                    }
+                }
+                if appends.len() < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !appends.is_empty() {
+                self.commit_group(&mut appends, &commits).await;
+            }
+        }
+    }
+
+    /// Replaces a closed connection (PostgreSQL restarted, network cut) with a new one.
+    async fn ensure_connected(&mut self) -> Result<(), LogError> {
+        if self.client.is_closed() {
+            tracing::warn!("reconnecting the PostgreSQL writer");
+            self.client = connect(&self.config).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits every waiting append in one transaction and answers each.
+    async fn commit_group(
+        &mut self,
+        appends: &mut Vec<PendingAppend>,
+        commits: &broadcast::Sender<Commit>,
+    ) {
+        let mut outcomes = Vec::with_capacity(appends.len());
+        let result = self.try_commit_group(appends, &mut outcomes).await;
+        let replies = appends.drain(..).map(|(_, reply)| reply);
+        match result {
+            Ok(upto) => {
+                let committed: Vec<Arc<Event>> = outcomes
+                    .iter()
+                    .filter_map(|o| o.as_ref().ok())
+                    .flatten()
+                    .cloned()
+                    .collect();
+                if !committed.is_empty() {
+                    let _ = commits.send(Commit {
+                        upto,
+                        events: Some(committed.into()),
+                    });
+                }
+                for (reply, outcome) in replies.zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                // A failed COMMIT may still have committed; the rows are the truth, and other
+                // nodes' readers will see them. The publishers are told it failed.
+                tracing::error!(error = %e, "commit failed; the whole group is refused");
+                for reply in replies {
+                    let _ = reply.send(Err(LogError::Storage(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Runs the group's transaction; returns the last seq given out.
+    async fn try_commit_group(
+        &mut self,
+        appends: &mut [PendingAppend],
+        outcomes: &mut Vec<Result<Vec<Arc<Event>>, LogError>>,
+    ) -> Result<Seq, LogError> {
+        self.ensure_connected().await?;
+        let mut tx = self.client.transaction().await.map_err(pg)?;
+        // Serializes appends from every node until this transaction commits: seqs are handed
+        // out in commit order.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&APPEND_LOCK_CLASS, &self.schema],
+        )
+        .await
+        .map_err(pg)?;
+        let last: i64 = tx
+            .query_one("SELECT last_seq FROM log_state FOR UPDATE", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let first_seq = last as Seq + 1;
+        let mut seq = first_seq;
+        let now = now_ms();
+        for (batch, _) in appends.iter_mut() {
+            let batch = std::mem::take(batch);
+            if let Some(dup) = duplicate_within(&batch) {
+                outcomes.push(Err(LogError::DuplicateId(dup)));
+                continue;
+            }
+            let sp = tx.savepoint("append").await.map_err(pg)?;
+            match insert_batch(&sp, batch, seq, now).await {
+                Ok(events) => {
+                    sp.commit().await.map_err(pg)?;
+                    seq += events.len() as Seq;
+                    outcomes.push(Ok(events));
+                }
+                Err(e) => {
+                    sp.rollback().await.map_err(pg)?;
+                    outcomes.push(Err(e));
+                }
+            }
+        }
+        let upto = seq - 1;
+        if seq > first_seq {
+            tx.execute(
+                "UPDATE log_state SET last_seq = $1",
+                &[&(upto.min(i64::MAX as u64) as i64)],
+            )
+            .await
+            .map_err(pg)?;
+            let payload = format!("{upto} {}", self.node);
+            tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
+                .await
+                .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(upto)
+    }
+
+    async fn prune(&mut self, cutoff: Seq) -> Result<u64, LogError> {
+        let tx = self.client.transaction().await.map_err(pg)?;
+        let last: Option<i64> = tx
+            .query_opt(
+                "SELECT seq FROM events WHERE seq <= $1 ORDER BY seq LIMIT 1 OFFSET $2",
+                &[&clamp(cutoff), &(PRUNE_CHUNK - 1)],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| r.get(0));
+        let upto = last.unwrap_or(clamp(cutoff));
+        tx.execute("DELETE FROM event_topics WHERE seq <= $1", &[&upto])
+            .await
+            .map_err(pg)?;
+        let deleted = tx
+            .execute("DELETE FROM events WHERE seq <= $1", &[&upto])
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(deleted)
+    }
+}
+
+/// The first publisher id given twice in `batch`, if any.
+fn duplicate_within(batch: &[NewEvent]) -> Option<String> {
+    let mut seen = HashSet::new();
+    batch
+        .iter()
+        .filter_map(|e| e.id.as_ref())
+        .find(|id| !seen.insert(id.as_str()))
+        .map(|id| id.as_str().to_owned())
+}
+
+/// Inserts `batch` at `seq..`, refusing it if a publisher id is already stored.
+async fn insert_batch(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: Vec<NewEvent>,
+    seq: Seq,
+    now: i64,
+) -> Result<Vec<Arc<Event>>, LogError> {
+    let given: Vec<&str> = batch
+        .iter()
+        .filter_map(|e| e.id.as_ref().map(EventId::as_str))
+        .collect();
+    if !given.is_empty() {
+        // Exact under the append lock: no other node can insert meanwhile.
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT id FROM events WHERE id = ANY($1) LIMIT 1",
+                &[&given],
+            )
+            .await
+            .map_err(pg)?
+        {
+            return Err(LogError::DuplicateId(row.get(0)));
+        }
+    }
+    let events: Vec<Arc<Event>> = batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, new)| Arc::new(Event::stored(seq + i as Seq, new, now)))
+        .collect();
+    let mut seqs = Vec::with_capacity(events.len());
+    let mut ids = Vec::with_capacity(events.len());
+    let mut topics = Vec::with_capacity(events.len());
+    let mut kinds = Vec::with_capacity(events.len());
+    let mut datas = Vec::with_capacity(events.len());
+    let mut retries = Vec::with_capacity(events.len());
+    let mut privates = Vec::with_capacity(events.len());
+    let mut topic_seqs = Vec::new();
+    let mut topic_names = Vec::new();
+    for e in &events {
+        let s = clamp(e.seq);
+        seqs.push(s);
+        ids.push(e.id.as_str());
+        let names: Vec<&str> = e.topics.iter().map(Topic::as_str).collect();
+        topics.push(names.join("\n"));
+        kinds.push(e.kind.as_ref().map(EventType::as_str));
+        datas.push(e.data.as_bytes());
+        // Bit-cast: the full u64 range round-trips through bigint.
+        retries.push(e.retry.map(|r| r as i64));
+        privates.push(e.private);
+        let mut distinct = HashSet::new();
+        for t in names.into_iter().filter(|t| distinct.insert(*t)) {
+            topic_seqs.push(s);
+            topic_names.push(t);
+        }
+    }
+    tx.execute(
+        "INSERT INTO events (seq, id, topics, type, data, retry, private, stored_at) \
+         SELECT s, i, t, k, d, r, p, $8 FROM unnest($1::bigint[], $2::text[], $3::text[], \
+           $4::text[], $5::bytea[], $6::bigint[], $7::boolean[]) AS x(s, i, t, k, d, r, p)",
+        &[
+            &seqs, &ids, &topics, &kinds, &datas, &retries, &privates, &now,
+        ],
+    )
+    .await
+    .map_err(|e| match e.code() {
+        Some(&SqlState::UNIQUE_VIOLATION) => {
+            // Only a hub-made id can get here (publisher ids were checked): report the first.
+            LogError::DuplicateId(ids.first().copied().unwrap_or_default().to_owned())
+        }
+        _ => pg(e),
+    })?;
+    tx.execute(
+        "INSERT INTO event_topics (seq, topic) SELECT * FROM unnest($1::bigint[], $2::text[])",
+        &[&topic_seqs, &topic_names],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(events)
+}
+
+/// A few connections shared round-robin; each is used concurrently by many reads.
+struct Readers {
+    config: Config,
+    next: AtomicUsize,
+    clients: Vec<Mutex<Arc<Client>>>,
+}
+
+impl Readers {
+    async fn connect(config: Config, size: usize) -> Result<Self, LogError> {
+        let mut clients = Vec::with_capacity(size);
+        for _ in 0..size {
+            clients.push(Mutex::new(Arc::new(connect(&config).await?)));
+        }
+        Ok(Self {
+            config,
+            next: AtomicUsize::new(0),
+            clients,
+        })
+    }
+
+    /// The next connection, reconnected first if it was closed.
+    async fn get(&self) -> Result<Arc<Client>, LogError> {
+        let slot = &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()];
+        let mut client = slot.lock().await;
+        if client.is_closed() {
+            tracing::warn!("reconnecting a PostgreSQL reader");
+            *client = Arc::new(connect(&self.config).await?);
+        }
+        Ok(client.clone())
+    }
+}
