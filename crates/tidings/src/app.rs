@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tidings_core::hub::Hub;
 use tidings_core::log::EventLog;
+use tidings_core::store::postgres::{PostgresLog, PostgresOptions};
 use tidings_core::store::sqlite::{SqliteLog, SqliteOptions};
 use tokio::net::TcpListener;
 
@@ -23,7 +24,7 @@ pub struct App {
 }
 
 /// Opens the configured store.
-pub fn open_store(store: &StoreConfig) -> anyhow::Result<Arc<dyn EventLog>> {
+pub async fn open_store(store: &StoreConfig) -> anyhow::Result<Arc<dyn EventLog>> {
     match store {
         StoreConfig::Sqlite { path, durability } => {
             let mut options = SqliteOptions::new(path);
@@ -32,13 +33,19 @@ pub fn open_store(store: &StoreConfig) -> anyhow::Result<Arc<dyn EventLog>> {
                 .with_context(|| format!("opening the SQLite store at {}", path.display()))?;
             Ok(Arc::new(log))
         }
+        StoreConfig::Postgres { url, schema } => {
+            let log = PostgresLog::connect(PostgresOptions::new(url).schema(schema.clone()))
+                .await
+                .context("connecting to the PostgreSQL store")?;
+            Ok(Arc::new(log))
+        }
     }
 }
 
 impl App {
     /// Opens the store and starts the hub's background tasks.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let log = open_store(&config.store)?;
+        let log = open_store(&config.store).await?;
         let hub = Hub::start(log, config.hub.clone()).await?;
         Ok(Self { config, hub })
     }

@@ -23,13 +23,39 @@ pub use edge::{EdgeArgs, EdgeConfig};
 use edge::{TextList, TextOrNumber};
 
 /// Where events are stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     /// An SQLite file (the embedded default).
     Sqlite {
         path: PathBuf,
         durability: Durability,
     },
+    /// A PostgreSQL database (several hubs may share it); the log lives in `schema`
+    /// (`tidings` from the command line).
+    Postgres { url: String, schema: String },
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite { path, durability } => f
+                .debug_struct("Sqlite")
+                .field("path", path)
+                .field("durability", durability)
+                .finish(),
+            // The URL may carry a password: show it without its user information.
+            Self::Postgres { url, schema } => {
+                let shown = match (url.split_once("://"), url.rfind('@')) {
+                    (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
+                    _ => url.clone(),
+                };
+                f.debug_struct("Postgres")
+                    .field("url", &shown)
+                    .field("schema", schema)
+                    .finish()
+            }
+        }
+    }
 }
 
 impl StoreConfig {
@@ -37,7 +63,10 @@ impl StoreConfig {
     pub fn parse(s: &str, durability: Durability) -> anyhow::Result<Self> {
         let lower = s.to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-            bail!("the PostgreSQL store is not available in this build yet; use an SQLite path");
+            return Ok(Self::Postgres {
+                url: s.to_owned(),
+                schema: "tidings".to_owned(),
+            });
         }
         if lower.starts_with("redis://") || lower.starts_with("rediss://") {
             bail!("the Redis store is not available in this build yet; use an SQLite path");
@@ -506,7 +535,9 @@ mod tests {
             StoreConfig::parse("sqlite:///tmp/x.db", d).unwrap(),
             StoreConfig::Sqlite { path, .. } if path == Path::new("/tmp/x.db")
         ));
-        assert!(StoreConfig::parse("postgres://localhost/test", d).is_err());
+        let pg = StoreConfig::parse("postgres://app:s3cret@localhost/test", d).unwrap();
+        assert!(matches!(&pg, StoreConfig::Postgres { url, .. } if url.ends_with("/test")));
+        assert!(!format!("{pg:?}").contains("s3cret"), "{pg:?}");
         assert!(StoreConfig::parse("", d).is_err());
     }
 
