@@ -1696,8 +1696,9 @@ async fn isolation_1000_subscribers_with_per_session_tokens() {
     let hub = spawn_hub_with(|c| {
         hmac_keys(c);
         // Durability is not under test here; keep the 2,000 commits cheap.
-        let StoreConfig::Sqlite { durability, .. } = &mut c.store;
-        *durability = Durability::Normal;
+        if let StoreConfig::Sqlite { durability, .. } = &mut c.store {
+            *durability = Durability::Normal;
+        }
     })
     .await;
     let started = Instant::now();
