@@ -34,6 +34,11 @@ pub const RESET_EVENT: &str = "tidings.reset";
 /// How long a publish waits for its events to reach the fan-out before answering anyway.
 const VISIBILITY_WAIT: Duration = Duration::from_secs(2);
 
+/// Most topics a late-joiner replay (`latest`) covers: the most recently active ones.
+const LATEST_MAX: usize = 1000;
+/// How far back `latest` looks for a topic whose newest event the subscriber may not see.
+const LATEST_SCAN: usize = 10_000;
+
 /// Events read from the log per history page.
 const PAGE: usize = 512;
 
@@ -265,8 +270,10 @@ impl Hub {
     ) -> Result<Vec<Arc<Event>>, LogError> {
         let mut newest = self.log.latest(&interest.scope(), upto).await?;
         // The store gives the newest event of each topic; walking them newest first, the first
-        // one carrying a topic is that topic's newest.
+        // one carrying a topic is that topic's newest. Only the most recent topics are kept, so
+        // `topic=*&latest=1` on a huge log stays bounded.
         newest.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq));
+        newest.truncate(LATEST_MAX);
         let mut resolved = std::collections::HashSet::new();
         let mut found = std::collections::BTreeMap::new();
         for event in &newest {
@@ -294,7 +301,9 @@ impl Hub {
         before: Seq,
     ) -> Result<Option<Arc<Event>>, LogError> {
         let scope = Scope::Topics(vec![topic.to_string()]);
-        let (mut after, mut best) = (0, None);
+        // Scan at most LATEST_SCAN events back (from the oldest end of that window, since the
+        // log is read forward), so a rare type cannot make one request read the whole log.
+        let (mut after, mut best) = (before.saturating_sub(LATEST_SCAN as Seq + 1), None);
         loop {
             let batch = self.log.read(after, before - 1, &scope, PAGE).await?;
             let Some(last) = batch.last() else {
@@ -404,7 +413,7 @@ impl Hub {
         loop {
             if !wait.is_zero() && waiter.is_none() {
                 let mailbox = Arc::new(Mailbox::new(Bounds {
-                    frames: 16,
+                    frames: 256,
                     bytes: usize::MAX,
                 }));
                 let (key, _) = self.fanout.register(interest.clone(), mailbox.clone());
@@ -454,11 +463,17 @@ impl Hub {
             if *shutdown.borrow_and_update() {
                 return Ok(page);
             }
-            let woken = std::future::poll_fn(|cx| mailbox.poll_drain(cx, after).map(|_| ()));
-            tokio::select! {
-                _ = woken => {}
+            let woken = std::future::poll_fn(|cx| mailbox.poll_drain(cx, after));
+            let closed = tokio::select! {
+                woke = woken => woke.is_err(),
                 _ = tokio::time::sleep_until(deadline) => return Ok(page),
                 _ = shutdown.changed() => return Ok(page),
+            };
+            if closed {
+                // The wake-up mailbox overflowed (a burst of events at or before the cursor, say)
+                // or closed: register a fresh one, or it would answer "ready" forever.
+                waiter = None;
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -588,15 +603,15 @@ impl Stream for Subscription {
         if this.done {
             return Poll::Ready(None);
         }
+        if let Some(preamble) = this.preamble.take() {
+            this.done = this.finish_after_preamble;
+            return Poll::Ready(Some(Ok(preamble)));
+        }
         if let Some(end) = &mut this.end {
             if end.as_mut().poll(cx).is_ready() {
                 this.done = true;
                 return Poll::Ready(None);
             }
-        }
-        if let Some(preamble) = this.preamble.take() {
-            this.done = this.finish_after_preamble;
-            return Poll::Ready(Some(Ok(preamble)));
         }
         if this.replay.is_some() {
             match this.poll_replay(cx) {

@@ -22,6 +22,8 @@ use crate::log::{Commit, EventLog, LogError, LogStats, Retention, Scope};
 
 /// Most append requests committed together.
 pub const MAX_GROUP: usize = 1024;
+/// Most topics read with one index range each (SQLite caps a compound SELECT at 500 terms).
+const MAX_UNION: usize = 400;
 /// Most events deleted by one pruning transaction, so appends are never held up for long.
 const PRUNE_CHUNK: u64 = 5_000;
 
@@ -245,15 +247,33 @@ impl EventLog for SqliteLog {
                 }
                 Scope::Topics(topics) if topics.is_empty() => Ok(Vec::new()),
                 Scope::Topics(topics) => {
-                    let marks = vec!["?"; topics.len()].join(",");
+                    // One index range per topic, each cut at `limit`, merged: a page costs
+                    // O(topics × limit), however long the history (a single `topic IN (...)`
+                    // would sort every remaining match for each page).
                     let n = topics.len();
+                    let (a, b, c) = (n + 1, n + 2, n + 3);
+                    // SQLite allows 500 terms in a compound SELECT; past that, one IN list.
+                    let merged = if n <= MAX_UNION {
+                        let per_topic: Vec<String> = (1..=n)
+                            .map(|i| {
+                                format!(
+                                    "SELECT seq FROM (SELECT seq FROM event_topics WHERE topic = ?{i} \
+                                     AND seq > ?{a} AND seq <= ?{b} ORDER BY seq LIMIT ?{c})"
+                                )
+                            })
+                            .collect();
+                        per_topic.join(" UNION ")
+                    } else {
+                        let marks = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>();
+                        format!(
+                            "SELECT DISTINCT seq FROM event_topics WHERE topic IN ({}) \
+                             AND seq > ?{a} AND seq <= ?{b}",
+                            marks.join(",")
+                        )
+                    };
                     let mut stmt = conn.prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM events WHERE seq IN (\
-                           SELECT DISTINCT seq FROM event_topics WHERE topic IN ({marks}) \
-                           AND seq > ?{a} AND seq <= ?{b} ORDER BY seq LIMIT ?{c}) ORDER BY seq",
-                        a = n + 1,
-                        b = n + 2,
-                        c = n + 3
+                           SELECT seq FROM ({merged}) ORDER BY seq LIMIT ?{c}) ORDER BY seq"
                     ))?;
                     let mut values: Vec<rusqlite::types::Value> =
                         topics.iter().map(|t| t.clone().into()).collect();

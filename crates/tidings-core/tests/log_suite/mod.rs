@@ -1073,6 +1073,14 @@ pub async fn prune_by_max_age_zero_and_large(log: Arc<dyn EventLog>) {
     assert_retained(&*log, &[], &stored).await;
 }
 
+/// A `max_age` that falls between events stored 1.5 s apart: the age of the younger ones plus
+/// 750 ms, measured from their own `stored_at`, so a slow machine cannot move the split.
+fn split_age(young: &[Arc<Event>]) -> Duration {
+    let stored = young.iter().map(|e| e.stored_at_ms).min().unwrap_or(0);
+    let age_ms = (now_ms() - stored).max(0) as u64;
+    Duration::from_millis(age_ms + 750)
+}
+
 /// `max_age` drops exactly the events older than it and keeps the younger ones.
 pub async fn prune_by_max_age_splits_old_from_young(log: Arc<dyn EventLog>) {
     let old = append_ok(
@@ -1082,10 +1090,7 @@ pub async fn prune_by_max_age_splits_old_from_young(log: Arc<dyn EventLog>) {
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let young = append_ok(&*log, vec![ev(&["a"], "4"), ev(&["c"], "5")]).await;
-    assert_eq!(
-        prune(&*log, None, Some(Duration::from_millis(750))).await,
-        3
-    );
+    assert_eq!(prune(&*log, None, Some(split_age(&young))).await, 3);
     assert_retained(&*log, &young, &old).await;
 }
 
@@ -1102,9 +1107,8 @@ pub async fn prune_with_both_limits_applies_the_stricter(log: Arc<dyn EventLog>)
         vec![ev(&["a"], "4"), ev(&["c"], "5"), ev(&["c"], "6")],
     )
     .await;
-    let half_sec = Some(Duration::from_millis(750));
     // Age is stricter.
-    assert_eq!(prune(&*log, Some(5), half_sec).await, 3);
+    assert_eq!(prune(&*log, Some(5), Some(split_age(&young))).await, 3);
     assert_retained(&*log, &young, &old).await;
     // Count is stricter.
     assert_eq!(

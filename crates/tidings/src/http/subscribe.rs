@@ -17,6 +17,9 @@ use super::error::ApiError;
 use super::{form, link_header, presence, AppState};
 use crate::config::Limits;
 
+/// Most `type` and `until` parameters in one request.
+const MAX_TYPE_FILTERS: usize = 64;
+
 /// Everything a subscribe or poll request asks for.
 pub struct Request {
     pub interest: Interest,
@@ -84,7 +87,31 @@ pub fn parse_request(
     let mut latest = false;
     let mut token = None;
     let mut rest = Vec::new();
-    for (name, value) in form::pairs(query.unwrap_or("").as_bytes())? {
+    let pairs = form::pairs(query.unwrap_or("").as_bytes())?;
+    // Count before parsing: each selector may compile a regex.
+    let is_selector = |n: &str| {
+        matches!(
+            n,
+            "topic" | "match" | "match_exact" | "match_urlpattern" | "matchURLPattern"
+        )
+    };
+    let given = pairs.iter().filter(|(n, _)| is_selector(n)).count();
+    if given + usize::from(path_topic.is_some()) > limits.max_selectors {
+        return Err(ApiError::bad(format!(
+            "too many topic selectors: {given} (at most {})",
+            limits.max_selectors
+        )));
+    }
+    let filters = pairs
+        .iter()
+        .filter(|(n, _)| n == "type" || n == "until")
+        .count();
+    if filters > MAX_TYPE_FILTERS {
+        return Err(ApiError::bad(format!(
+            "too many type and until parameters: {filters} (at most {MAX_TYPE_FILTERS})"
+        )));
+    }
+    for (name, value) in pairs {
         match name.as_str() {
             "topic" if path_topic.is_none() => selectors.push(Selector::parse_topic(&value)?),
             "match" | "match_exact" if path_topic.is_none() => {
@@ -209,7 +236,8 @@ async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let left = std::time::Duration::from_secs(exp).saturating_sub(now);
+        // The token was accepted up to `exp` plus the leeway: the stream lasts as long.
+        let left = (std::time::Duration::from_secs(exp) + state.auth.leeway()).saturating_sub(now);
         subscription.end_after(left);
     }
     // Ids have no control characters, so their UTF-8 bytes are a valid (obs-text) header value.
