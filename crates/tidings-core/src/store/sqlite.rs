@@ -559,42 +559,58 @@ fn insert_batch(
 
 /// A small pool of read connections used from the blocking thread pool.
 struct Readers {
+    shared: Arc<ReaderShared>,
+    permits: Arc<Semaphore>,
+}
+
+struct ReaderShared {
     path: PathBuf,
     durability: Durability,
-    permits: Semaphore,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Readers {
     fn new(path: PathBuf, durability: Durability, size: usize) -> Self {
         Self {
-            path,
-            durability,
-            permits: Semaphore::new(size),
-            idle: Mutex::new(Vec::new()),
+            shared: Arc::new(ReaderShared {
+                path,
+                durability,
+                idle: Mutex::new(Vec::new()),
+            }),
+            permits: Arc::new(Semaphore::new(size)),
         }
     }
 
+    /// Runs `f` on a pooled connection on the blocking pool. The permit, the connection and its
+    /// return to the pool all live inside the blocking task, so a request cancelled mid-query
+    /// still counts against the pool until its query ends.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, LogError> {
-        let _permit = self.permits.acquire().await.map_err(|_| LogError::Closed)?;
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match idle {
-            Some(c) => c,
-            None => open_connection(&self.path, self.durability)?,
-        };
-        let (conn, result) = tokio::task::spawn_blocking(move || {
-            let r = f(&conn);
-            (conn, r)
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| LogError::Closed)?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let idle = shared.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match idle {
+                Some(c) => c,
+                None => open_connection(&shared.path, shared.durability)?,
+            };
+            let result = f(&conn);
+            shared
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+            result.map_err(storage)
         })
         .await
-        .map_err(storage)?;
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
-        result.map_err(storage)
+        .map_err(storage)?
     }
 }
