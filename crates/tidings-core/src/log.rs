@@ -64,6 +64,15 @@ pub struct Retention {
     pub max_age: Option<Duration>,
 }
 
+impl Retention {
+    /// The `stored_at` (ms since the Unix epoch) before which `max_age` drops events; `None`
+    /// when there is no age limit or it is too large to subtract (which keeps everything).
+    pub fn age_cutoff_ms(&self) -> Option<i64> {
+        let age = i64::try_from(self.max_age?.as_millis()).ok()?;
+        crate::event::now_ms().checked_sub(age)
+    }
+}
+
 /// The durable event log. All methods are cancel-safe in the sense that dropping the future
 /// never corrupts the log; a dropped `append` may still commit.
 #[async_trait]

@@ -160,22 +160,12 @@ impl SqliteLog {
     }
 
     async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, LogError> {
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(job(tx))
-            .await
-            .map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+        super::request(&self.jobs, job).await
     }
 
     /// The highest seq pruning must delete to satisfy `retention`, if any.
     async fn prune_cutoff(&self, retention: Retention) -> Result<Option<Seq>, LogError> {
-        // An age too large to subtract keeps everything.
-        let age_cutoff = retention.max_age.and_then(|age| {
-            i64::try_from(age.as_millis())
-                .ok()
-                .and_then(|age| now_ms().checked_sub(age))
-        });
+        let age_cutoff = retention.age_cutoff_ms();
         if retention.max_events.is_none() && age_cutoff.is_none() {
             return Ok(None);
         }
