@@ -13,7 +13,7 @@ use bytes::Bytes;
 use indexmap::IndexSet;
 use slab::Slab;
 
-use crate::event::{Event, EventType, Seq};
+use crate::event::{Event, EventId, EventType, Seq};
 use crate::mailbox::{Closed, Mailbox, Pushed};
 use crate::selector::Selector;
 use crate::sse;
@@ -131,7 +131,7 @@ struct Registry {
     patterns: IndexSet<usize>,
     /// The newest event dispatched, and its id.
     head: Seq,
-    head_id: Option<Arc<str>>,
+    head_id: Option<EventId>,
     closed: bool,
 }
 
@@ -150,7 +150,7 @@ pub struct SubKey(usize);
 #[derive(Debug, Clone)]
 pub struct Head {
     pub seq: Seq,
-    pub id: Option<Arc<str>>,
+    pub id: Option<EventId>,
 }
 
 /// See the module documentation.
@@ -244,7 +244,7 @@ impl Fanout {
                 continue;
             }
             reg.head = event.seq;
-            reg.head_id = Some(event.id.as_str().into());
+            reg.head_id = Some(event.id.clone());
             let mut frame: Option<Bytes> = None;
             let mut offer = |entry: &mut Entry, topic_matched: bool| {
                 if entry.stamp == event.seq {

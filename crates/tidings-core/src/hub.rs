@@ -136,7 +136,7 @@ impl Hub {
         let head = match &stats.newest {
             Some((seq, id)) => Head {
                 seq: *seq,
-                id: Some(id.as_str().into()),
+                id: Some(crate::event::EventId::from_stored(id)),
             },
             None => Head { seq: 0, id: None },
         };
@@ -233,8 +233,8 @@ impl Hub {
             after: head.seq,
             start_id: head
                 .id
-                .as_deref()
-                .map_or_else(|| EARLIEST.to_owned(), str::to_owned),
+                .as_ref()
+                .map_or_else(|| EARLIEST.to_owned(), ToString::to_string),
             unknown: None,
         };
         Ok(match start {
@@ -483,7 +483,7 @@ fn reset_notice(requested: &str, head: &Head) -> String {
     serde_json::json!({
         "reason": "unknown or expired Last-Event-ID; nothing was replayed",
         "last_event_id": requested,
-        "resumed_after": head.id.as_deref(),
+        "resumed_after": head.id.as_ref().map(|id| id.as_str()),
     })
     .to_string()
 }
