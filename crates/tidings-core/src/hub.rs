@@ -211,6 +211,11 @@ impl Hub {
             .map_or_else(|| EARLIEST.to_owned(), |id| id.to_string())
     }
 
+    /// The store's own view of its links (see [`EventLog::health`]).
+    pub fn store_health(&self) -> Result<(), String> {
+        self.log.health()
+    }
+
     /// Counters and log bounds.
     pub async fn stats(&self) -> Result<HubStats, HubError> {
         let (subscribers, subscribed_topics) = self.fanout.sizes();

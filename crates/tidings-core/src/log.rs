@@ -106,4 +106,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// A receiver of commit notices. A lagging receiver loses notices (`RecvError::Lagged`) and
     /// must then read the log to catch up; the log rows are the truth, notices only wake-ups.
     fn commits(&self) -> broadcast::Receiver<Commit>;
+
+    /// Whether the store's background links (a cluster listener, a connection being
+    /// re-established) are up: `Err(reason)`, one line for operators, while one is down. Reads and
+    /// appends may still fail or succeed independently; `/healthz` reports both. Default: up.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

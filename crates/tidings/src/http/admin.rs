@@ -11,18 +11,23 @@ use serde_json::json;
 use super::error::ApiError;
 use super::AppState;
 
-/// `GET /healthz`: 200 when the store answers, 503 otherwise.
+/// `GET /healthz`: 200 `{"status":"ok"}` when the store answers and its links are up; 503
+/// `{"status":"degraded","reason":...}` otherwise.
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    match state.hub.stats().await {
-        Ok(_) => Json(json!({ "status": "ok" })).into_response(),
+    let reason = match state.hub.stats().await {
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "degraded", "reason": "the event store does not answer" })),
-            )
-                .into_response()
+            Some("the event store does not answer".to_owned())
         }
+        Ok(_) => state.hub.store_health().err(),
+    };
+    match reason {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "degraded", "reason": reason })),
+        )
+            .into_response(),
     }
 }
 
