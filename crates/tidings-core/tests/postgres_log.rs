@@ -17,7 +17,10 @@ use std::time::Duration;
 use log_suite::{all_events, append_ok, ev};
 use tidings_core::event::Seq;
 use tidings_core::log::{EventLog, Scope};
-use tidings_core::store::postgres::{PostgresLog, PostgresOptions, APPEND_LOCK_CLASS};
+use tidings_core::store::postgres::watch::{self, WatchSpec};
+use tidings_core::store::postgres::{
+    connect_migrated, PostgresLog, PostgresOptions, APPEND_LOCK_CLASS, MIGRATIONS,
+};
 use tokio_postgres::NoTls;
 
 const DEFAULT_URLS: &[&str] = &[
@@ -167,7 +170,11 @@ async fn nodes_starting_at_once_migrate_safely() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied, 1, "a migration was applied more than once");
+    assert_eq!(
+        applied,
+        MIGRATIONS.len() as i64,
+        "a migration was applied more than once, or not at all"
+    );
 }
 
 /// Two nodes on one log: each hears the other's commits as wake-ups (`events: None`), reads the
@@ -353,4 +360,378 @@ async fn a_follower_never_misses_events_from_concurrent_nodes() {
         w.await.unwrap();
     }
     assert_eq!(all_events(&follower).await.len(), 2 * EACH);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outbox and table-change streams.
+// ---------------------------------------------------------------------------------------------
+
+/// An application's connection: its own search path (`public`), not the log's.
+async fn app_client(schema: &Schema) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&schema.url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Waits until the log holds `n` events (the outbox is moved asynchronously).
+async fn wait_for_events(log: &dyn EventLog, n: usize) -> Vec<Arc<tidings_core::event::Event>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let events = all_events(log).await;
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} events arrived from the outbox",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `tidings.publish()` inside an application transaction: the event exists if and only if the
+/// transaction commits, and a committed one reaches the log (and its commit notice) promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_publishes_on_commit_and_never_on_rollback() {
+    let schema = fresh_schema().await;
+    let log = open(&schema).await;
+    let mut commits = log.commits();
+    let mut app = app_client(&schema).await;
+    let s = &schema.name;
+
+    let tx = app.transaction().await.unwrap();
+    tx.execute(
+        &format!("SELECT {s}.publish('jobs/1', 'job', 'rolled back')"),
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+
+    let tx = app.transaction().await.unwrap();
+    tx.execute(
+        &format!("SELECT {s}.publish('jobs/1', 'job', '{{\"state\":\"done\"}}'::jsonb)"),
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        &format!("SELECT {s}.publish_to(ARRAY['jobs/2', 'alt/2'], data => 'two', private => true, id => 'app-2')"),
+        &[],
+    )
+    .await
+    .unwrap();
+    // Not visible before the commit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        all_events(&log).await.is_empty(),
+        "an uncommitted outbox row was published"
+    );
+    tx.commit().await.unwrap();
+
+    let events = wait_for_events(&log, 2).await;
+    assert_eq!(events.len(), 2, "the rolled-back event was published");
+    assert_eq!(events[0].topics[0].as_str(), "jobs/1");
+    assert_eq!(events[0].kind.as_ref().unwrap().as_str(), "job");
+    assert_eq!(&*events[0].data, r#"{"state": "done"}"#);
+    assert_eq!(events[1].id.as_str(), "app-2");
+    assert_eq!(
+        events[1]
+            .topics
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>(),
+        ["jobs/2", "alt/2"]
+    );
+    assert!(events[1].private);
+    let notice = tokio::time::timeout(Duration::from_secs(5), commits.recv())
+        .await
+        .expect("no commit notice for the outbox events")
+        .unwrap();
+    assert_eq!(notice.upto, events[1].seq);
+    let left: i64 = app
+        .query_one(&format!("SELECT count(*) FROM {s}.outbox"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "published rows stay in the outbox");
+}
+
+/// Bad calls fail in the application's transaction with the hub's one-line reason.
+#[tokio::test]
+async fn outbox_publish_refuses_bad_fields_in_the_callers_transaction() {
+    let schema = fresh_schema().await;
+    let _log = open(&schema).await;
+    let app = app_client(&schema).await;
+    let s = &schema.name;
+    for (call, reason) in [
+        ("publish('')", "topic is empty"),
+        ("publish(E'a\\nb')", "topic contains a control character"),
+        (
+            "publish('a', type => E'x\\ny')",
+            "type contains CR, LF or NUL",
+        ),
+        ("publish('a', id => 'earliest')", "reserved"),
+        ("publish('a', retry => -1)", "retry must not be negative"),
+        ("publish_to(ARRAY[]::text[])", "at least one topic"),
+    ] {
+        let err = app
+            .execute(&format!("SELECT {s}.{call}"), &[])
+            .await
+            .expect_err(call);
+        let message = err
+            .as_db_error()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        assert!(message.contains(reason), "{call}: {message:?}");
+    }
+}
+
+/// Rows committed while no hub runs wait in the outbox and go out, in order, when one starts;
+/// rows the hub cannot publish (written straight into the table) are set aside with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_rows_committed_while_the_hub_is_down_go_out_at_start() {
+    let schema = fresh_schema().await;
+    // Create the schema, then "stop the hub".
+    drop(
+        connect_migrated(&PostgresOptions::new(&schema.url).schema(&schema.name))
+            .await
+            .unwrap(),
+    );
+    let app = app_client(&schema).await;
+    let s = &schema.name;
+    app.execute(
+        &format!("SELECT {s}.publish('a', data => 'one', id => 'dup')"),
+        &[],
+    )
+    .await
+    .unwrap();
+    app.batch_execute(&format!(
+        "INSERT INTO {s}.outbox (topics, data) VALUES (ARRAY[E'bad\\ntopic'], 'x');
+         INSERT INTO {s}.outbox (topics, data, event_id) VALUES (ARRAY['a'], 'again', 'dup');
+         INSERT INTO {s}.outbox (topics, data) VALUES (ARRAY['a'], 'two');"
+    ))
+    .await
+    .unwrap();
+
+    let log = open(&schema).await;
+    let events = wait_for_events(&log, 2).await;
+    let data: Vec<&str> = events.iter().map(|e| &*e.data).collect();
+    assert_eq!(data, ["one", "two"]);
+    let rejected: Vec<(String, String)> = app
+        .query(
+            &format!("SELECT data, reason FROM {s}.outbox_rejected ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(rejected[0].1.contains("control character"), "{rejected:?}");
+    // The duplicate is refused whether the first was already in the log or in the same move.
+    assert!(
+        rejected[1].1.contains("\"dup\" is given twice")
+            || rejected[1].1.contains("already exists"),
+        "{rejected:?}"
+    );
+}
+
+/// Applications on several connections publishing through the outbox while the hub appends:
+/// every committed row arrives exactly once, and each connection's events keep their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outbox_under_concurrent_applications_loses_nothing() {
+    const EACH: usize = 100;
+    let schema = fresh_schema().await;
+    let log = Arc::new(open(&schema).await);
+    let mut tasks = Vec::new();
+    for app in 0..4 {
+        let client = app_client(&schema).await;
+        let s = schema.name.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                client
+                    .execute(
+                        &format!("SELECT {s}.publish('app/{app}', data => '{i}')"),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let direct = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            for i in 0..EACH {
+                append_ok(&*log, vec![ev(&["direct"], &i.to_string())]).await;
+            }
+        })
+    };
+    for t in tasks {
+        t.await.unwrap();
+    }
+    direct.await.unwrap();
+    let events = wait_for_events(&*log, 5 * EACH).await;
+    assert_eq!(events.len(), 5 * EACH);
+    for topic in ["app/0", "app/1", "app/2", "app/3", "direct"] {
+        let data: Vec<usize> = events
+            .iter()
+            .filter(|e| e.topics[0].as_str() == topic)
+            .map(|e| e.data.parse().unwrap())
+            .collect();
+        assert_eq!(data, (0..EACH).collect::<Vec<_>>(), "{topic}");
+    }
+}
+
+/// `watch` publishes inserts and qualifying updates of a real table with the named columns as
+/// data, far beyond NOTIFY's 8,000-byte payload; `unwatch` stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_unwatch_a_real_table() {
+    let schema = fresh_schema().await;
+    let log = open(&schema).await;
+    let s = &schema.name;
+    let table = format!("{s}_sessions");
+    let app = app_client(&schema).await;
+    app.batch_execute(&format!(
+        "CREATE TABLE public.{table} (session_id text PRIMARY KEY, status text, response text,          error text, touched int NOT NULL DEFAULT 0)"
+    ))
+    .await
+    .unwrap();
+    let mut tool = connect_migrated(&PostgresOptions::new(&schema.url).schema(s))
+        .await
+        .unwrap();
+    let spec = WatchSpec {
+        table: format!("public.{table}"),
+        topic: "sessions/{session_id}".into(),
+        columns: vec!["status".into(), "response".into(), "error".into()],
+        when_changed: vec!["status".into(), "response".into(), "error".into()],
+        kind: Some("session".into()),
+        private: true,
+    };
+    assert_eq!(
+        watch::watch(&mut tool, s, &spec).await.unwrap(),
+        format!("public.{table}")
+    );
+    // Installing again replaces, not duplicates.
+    watch::watch(&mut tool, s, &spec).await.unwrap();
+    let listed = watch::watches(&tool, s).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].topic, "sessions/{session_id}");
+
+    let big = "x".repeat(100_000);
+    app.execute(
+        &format!("INSERT INTO public.{table} (session_id, status) VALUES ('s1', 'queued')"),
+        &[],
+    )
+    .await
+    .unwrap();
+    // Not a watched column: no event.
+    app.execute(&format!("UPDATE public.{table} SET touched = 1"), &[])
+        .await
+        .unwrap();
+    app.execute(
+        &format!("UPDATE public.{table} SET status = 'done', response = $1"),
+        &[&big],
+    )
+    .await
+    .unwrap();
+    let events = wait_for_events(&log, 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events_now = all_events(&log).await;
+    assert_eq!(events_now.len(), 2, "an unqualified update published");
+    assert!(events
+        .iter()
+        .all(|e| e.topics[0].as_str() == "sessions/s1" && e.private));
+    assert_eq!(events[0].kind.as_ref().unwrap().as_str(), "session");
+    let first: serde_json::Value = serde_json::from_str(&events[0].data).unwrap();
+    assert_eq!(
+        first,
+        serde_json::json!({"status": "queued", "response": null, "error": null})
+    );
+    let second: serde_json::Value = serde_json::from_str(&events[1].data).unwrap();
+    assert_eq!(second["response"].as_str().unwrap().len(), 100_000);
+    assert_eq!(second["status"], "done");
+
+    // A bad column is refused with the table's columns named, and installs nothing.
+    let mut bad = spec.clone();
+    bad.columns.push("nope".into());
+    let err = watch::watch(&mut tool, s, &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no column \"nope\""), "{err}");
+
+    assert!(watch::unwatch(&mut tool, s, &format!("public.{table}"))
+        .await
+        .unwrap());
+    assert!(!watch::unwatch(&mut tool, s, &format!("public.{table}"))
+        .await
+        .unwrap());
+    app.execute(&format!("UPDATE public.{table} SET status = 'again'"), &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        all_events(&log).await.len(),
+        2,
+        "an unwatched table still publishes"
+    );
+    app.batch_execute(&format!("DROP TABLE public.{table}"))
+        .await
+        .unwrap();
+}
+
+/// The LISTEN connection is cut (as when PostgreSQL restarts): the log says so in `health`,
+/// reconnects, and sends a catch-up notice covering what another node committed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_reconnects_and_catches_up() {
+    let schema = fresh_schema().await;
+    let a = open(&schema).await;
+    let b = open(&schema).await;
+    assert!(a.health().is_ok());
+    let mut heard = a.commits();
+    let admin = app_client(&schema).await;
+    // Cut every connection of node A's listener: those LISTENing on the schema's channel.
+    let cut = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'tidings' AND query LIKE $1 AND pid <> pg_backend_pid()",
+            &[&format!("LISTEN tidings_commits_{}%", schema.name)],
+        )
+        .await
+        .unwrap();
+    assert!(
+        cut >= 2,
+        "found {cut} listener connections, expected both nodes'"
+    );
+    // Meanwhile another node commits; the notification is lost to the cut listeners.
+    let from_b = append_ok(&b, vec![ev(&["x"], "during the cut")]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut saw_degraded = false;
+    let upto = loop {
+        saw_degraded |= a.health().is_err();
+        if let Ok(Ok(notice)) = tokio::time::timeout(Duration::from_millis(20), heard.recv()).await
+        {
+            if notice.upto >= from_b[0].seq {
+                break notice.upto;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no catch-up notice after the cut"
+        );
+    };
+    assert_eq!(upto, from_b[0].seq);
+    assert!(saw_degraded, "health never reported the cut");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while a.health().is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health stayed degraded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -29,13 +29,17 @@
 //! reconnecting; /healthz "degraded" while PostgreSQL is unreachable; TLS (only `NoTls` now);
 //! prepared-statement caching on the read connections.
 
+pub mod watch;
+
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex, Notify};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
 
@@ -51,11 +55,21 @@ pub const APPEND_LOCK_CLASS: i32 = 0x7469_6401; // "tid\x01"
 /// First key of the advisory lock serializing migrations (the second is `hashtext(schema)`).
 pub const MIGRATE_LOCK_CLASS: i32 = 0x7469_6402;
 /// Longest accepted schema name (the NOTIFY channel adds a prefix and must stay under 64 bytes).
-pub const MAX_SCHEMA_LEN: usize = 48;
+pub const MAX_SCHEMA_LEN: usize = 47;
+/// Most outbox rows moved into the log by one transaction.
+const OUTBOX_CHUNK: i64 = 1_000;
+/// How often a node looks into the outbox without being notified (a safety net: notifications
+/// are lost while the LISTEN connection is down, and a move can fail half-way).
+const OUTBOX_SWEEP: Duration = Duration::from_secs(5);
+/// Longest wait between two attempts to reconnect the LISTEN connection.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The embedded migrations, `(version, sql)`, applied in order. Never edit one that has shipped;
 /// add the next version instead.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("postgres/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("postgres/0001_init.sql")),
+    (2, include_str!("postgres/0002_outbox.sql")),
+];
 
 /// How to open a [`PostgresLog`].
 #[derive(Debug, Clone)]
@@ -98,8 +112,35 @@ pub struct PostgresLog {
     jobs: mpsc::Sender<Job>,
     readers: Readers,
     commits: broadcast::Sender<Commit>,
-    /// Keeps the LISTEN connection open; dropping it ends the listener task.
-    _listener: Client,
+    /// Why the LISTEN connection is down, while it is.
+    link: Arc<std::sync::Mutex<Option<String>>>,
+    /// The LISTEN supervisor; aborted when the log is dropped.
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresLog {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// A request to move committed outbox rows into the log: a flag (so requests made while the
+/// writer is busy are not lost) and a wake-up.
+#[derive(Default)]
+struct DrainSignal {
+    requested: AtomicBool,
+    wake: Notify,
+}
+
+impl DrainSignal {
+    fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> bool {
+        self.requested.swap(false, Ordering::SeqCst)
+    }
 }
 
 fn storage(e: impl std::fmt::Display) -> LogError {
@@ -134,6 +175,12 @@ fn check_schema(schema: &str) -> Result<(), LogError> {
 /// The NOTIFY channel of a schema's log.
 fn channel(schema: &str) -> String {
     format!("tidings_commits_{schema}")
+}
+
+/// The NOTIFY channel of a schema's outbox (the name is also built by `outbox_notify()` in
+/// 0002_outbox.sql).
+fn outbox_channel(schema: &str) -> String {
+    format!("tidings_outbox_{schema}")
 }
 
 /// Opens a connection whose `search_path` is the log's schema, driving it on a task.
@@ -194,14 +241,30 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), LogError> {
     tx.commit().await.map_err(pg)
 }
 
+/// The connection settings for a log in `schema`: its tables first on the search path.
+fn log_config(url: &str, schema: &str) -> Result<Config, LogError> {
+    check_schema(schema)?;
+    let mut config = Config::from_str(url).map_err(pg)?;
+    config.options(format!("-c search_path={schema}"));
+    config.application_name("tidings");
+    Ok(config)
+}
+
+/// Connects to the log described by `options` and applies the migrations it lacks, without
+/// starting a hub: for tools (`tidings pg watch`) that need the schema and a connection whose
+/// search path is the log's schema.
+pub async fn connect_migrated(options: &PostgresOptions) -> Result<Client, LogError> {
+    let config = log_config(&options.url, &options.schema)?;
+    let mut client = connect(&config).await?;
+    migrate(&mut client, &options.schema).await?;
+    Ok(client)
+}
+
 impl PostgresLog {
     /// Connects, applies the migrations and starts the writer and the listener.
     pub async fn connect(options: PostgresOptions) -> Result<Self, LogError> {
-        check_schema(&options.schema)?;
         let schema = options.schema.clone();
-        let mut config = Config::from_str(&options.url).map_err(pg)?;
-        config.options(format!("-c search_path={schema}"));
-        config.application_name("tidings");
+        let config = log_config(&options.url, &schema)?;
 
         let mut writer = connect(&config).await?;
         migrate(&mut writer, &schema).await?;
@@ -209,7 +272,18 @@ impl PostgresLog {
         let readers = Readers::connect(config.clone(), options.readers.max(1)).await?;
         let (commits, _) = broadcast::channel(1024);
         let node = uuid::Uuid::now_v7().simple().to_string();
-        let listener = listen(&config, &schema, node.clone(), commits.clone()).await?;
+        let drain = Arc::new(DrainSignal::default());
+        let link = Arc::new(std::sync::Mutex::new(None));
+        let listener = Listener {
+            config: config.clone(),
+            schema: schema.clone(),
+            node: node.clone(),
+            commits: commits.clone(),
+            drain: drain.clone(),
+            link: link.clone(),
+        };
+        let session = listener.open().await?;
+        let listener = tokio::spawn(listener.run(session));
 
         let (jobs, rx) = mpsc::channel(MAX_GROUP * 4);
         let w = Writer {
@@ -218,13 +292,17 @@ impl PostgresLog {
             schema,
             channel: channel(&options.schema),
             node,
+            drain: drain.clone(),
         };
         tokio::spawn(w.run(rx, commits.clone()));
+        // Rows committed while no hub ran go out now.
+        drain.request();
         Ok(Self {
             jobs,
             readers,
             commits,
-            _listener: listener,
+            link,
+            listener,
         })
     }
 
@@ -270,45 +348,134 @@ impl PostgresLog {
     }
 }
 
-/// Opens the LISTEN connection and starts the task turning other nodes' notifications into
-/// commit notices.
-async fn listen(
-    config: &Config,
-    schema: &str,
+/// Notifications from one LISTEN connection, forwarded by the task driving it; `None` or an
+/// error once the connection is gone.
+type Messages = mpsc::UnboundedReceiver<Result<AsyncMessage, tokio_postgres::Error>>;
+
+/// Keeps one connection LISTENing to the schema's commit and outbox channels, reconnecting with
+/// backoff when it fails: other nodes' commits become commit notices, outbox inserts become
+/// drain requests. After a reconnection it sends a catch-up notice up to the log's newest seq
+/// (notifications sent meanwhile were lost) and requests a drain.
+struct Listener {
+    config: Config,
+    schema: String,
     node: String,
     commits: broadcast::Sender<Commit>,
-) -> Result<Client, LogError> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(pg)?;
-    tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    let mut parts = n.payload().split(' ');
-                    let upto = parts.next().and_then(|s| s.parse::<Seq>().ok());
-                    let from = parts.next();
-                    match upto {
-                        Some(_) if from == Some(node.as_str()) => {}
-                        Some(upto) => {
-                            let _ = commits.send(Commit { upto, events: None });
-                        }
-                        None => tracing::warn!(payload = n.payload(), "odd commit notification"),
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    // TODO(issue 4): reconnect with backoff, re-LISTEN, then send a wake-up.
-                    tracing::error!(error = %e, "the PostgreSQL LISTEN connection failed");
+    drain: Arc<DrainSignal>,
+    link: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Listener {
+    /// Connects and LISTENs; the connection lives as long as the returned client.
+    async fn open(&self) -> Result<(Client, Messages), LogError> {
+        let (client, mut connection) = self.config.connect(NoTls).await.map_err(pg)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                let failed = message.is_err();
+                if tx.send(message).is_err() || failed {
                     return;
                 }
-                None => return,
             }
+        });
+        client
+            .batch_execute(&format!(
+                "LISTEN {}; LISTEN {}",
+                channel(&self.schema),
+                outbox_channel(&self.schema)
+            ))
+            .await
+            .map_err(pg)?;
+        Ok((client, rx))
+    }
+
+    fn set_link(&self, down: Option<String>) {
+        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = down;
+    }
+
+    async fn run(self, first: (Client, Messages)) {
+        let mut session = Some(first);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (client, mut messages) = match session.take() {
+                Some(session) => session,
+                None => match self.reopen().await {
+                    Ok(session) => {
+                        tracing::info!("PostgreSQL LISTEN connection re-established");
+                        self.set_link(None);
+                        backoff = Duration::from_millis(100);
+                        session
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "PostgreSQL unreachable");
+                        self.set_link(Some(format!(
+                            "PostgreSQL is unreachable ({e}); reconnecting"
+                        )));
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                },
+            };
+            let mut sweep = tokio::time::interval(OUTBOX_SWEEP);
+            let reason = loop {
+                tokio::select! {
+                    message = messages.recv() => match message {
+                        Some(Ok(AsyncMessage::Notification(n))) => self.notified(&n),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break e.to_string(),
+                        None => break "the connection closed".to_owned(),
+                    },
+                    _ = sweep.tick() => self.drain.request(),
+                }
+            };
+            tracing::error!(
+                reason,
+                "the PostgreSQL LISTEN connection failed; reconnecting"
+            );
+            self.set_link(Some(format!(
+                "the PostgreSQL LISTEN connection failed ({reason}); reconnecting"
+            )));
+            drop(client);
+            // Right after a failure the server is most likely still away.
+            tokio::time::sleep(backoff).await;
         }
-    });
-    client
-        .batch_execute(&format!("LISTEN {}", channel(schema)))
-        .await
-        .map_err(pg)?;
-    Ok(client)
+    }
+
+    /// A new session, plus the catch-up for whatever was committed while there was none.
+    async fn reopen(&self) -> Result<(Client, Messages), LogError> {
+        let session = self.open().await?;
+        // Read after LISTEN is in place, so no commit falls between the two.
+        let upto: i64 = session
+            .0
+            .query_one("SELECT last_seq FROM log_state", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        let _ = self.commits.send(Commit {
+            upto: upto.max(0) as Seq,
+            events: None,
+        });
+        self.drain.request();
+        Ok(session)
+    }
+
+    fn notified(&self, n: &tokio_postgres::Notification) {
+        if n.channel() != channel(&self.schema) {
+            self.drain.request();
+            return;
+        }
+        let mut parts = n.payload().split(' ');
+        let upto = parts.next().and_then(|s| s.parse::<Seq>().ok());
+        let from = parts.next();
+        match upto {
+            Some(_) if from == Some(self.node.as_str()) => {}
+            Some(upto) => {
+                let _ = self.commits.send(Commit { upto, events: None });
+            }
+            None => tracing::warn!(payload = n.payload(), "odd commit notification"),
+        }
+    }
 }
 
 #[async_trait]
@@ -443,6 +610,13 @@ impl EventLog for PostgresLog {
     fn commits(&self) -> broadcast::Receiver<Commit> {
         self.commits.subscribe()
     }
+
+    fn health(&self) -> Result<(), String> {
+        match &*self.link.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
 }
 
 fn clamp(seq: Seq) -> i64 {
@@ -479,13 +653,21 @@ struct Writer {
     channel: String,
     /// This process's id in NOTIFY payloads, so the listener can skip its own.
     node: String,
+    drain: Arc<DrainSignal>,
 }
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>, commits: broadcast::Sender<Commit>) {
         let mut appends = Vec::with_capacity(MAX_GROUP);
-        while let Some(first) = rx.recv().await {
-            let mut next = Some(first);
+        loop {
+            let drain = self.drain.clone();
+            let mut next = tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => Some(job),
+                    None => return,
+                },
+                _ = drain.wake.notified() => None,
+            };
             while let Some(job) = next.take() {
                 match job {
                     Job::Append(batch, reply) => appends.push((batch, reply)),
@@ -501,8 +683,9 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            if !appends.is_empty() {
-                self.commit_group(&mut appends, &commits).await;
+            let drain = self.drain.take();
+            if !appends.is_empty() || drain {
+                self.commit_group(&mut appends, drain, &commits).await;
             }
         }
     }
@@ -516,22 +699,34 @@ impl Writer {
         Ok(())
     }
 
-    /// Commits every waiting append in one transaction and answers each.
+    /// Commits every waiting append in one transaction, after the outbox rows waiting (when
+    /// `drain`), and answers each.
     async fn commit_group(
         &mut self,
         appends: &mut Vec<PendingAppend>,
+        drain: bool,
         commits: &broadcast::Sender<Commit>,
     ) {
         let mut outcomes = Vec::with_capacity(appends.len());
-        let result = self.try_commit_group(appends, &mut outcomes).await;
+        let (mut drained, mut more) = (Vec::new(), false);
+        let result = self
+            .try_commit_group(appends, drain, &mut drained, &mut more, &mut outcomes)
+            .await;
         let replies = appends.drain(..).map(|(_, reply)| reply);
         match result {
             Ok(upto) => {
-                let committed: Vec<Arc<Event>> = outcomes
-                    .iter()
-                    .filter_map(|o| o.as_ref().ok())
-                    .flatten()
-                    .cloned()
+                if more {
+                    self.drain.request();
+                }
+                let committed: Vec<Arc<Event>> = drained
+                    .into_iter()
+                    .chain(
+                        outcomes
+                            .iter()
+                            .filter_map(|o| o.as_ref().ok())
+                            .flatten()
+                            .cloned(),
+                    )
                     .collect();
                 if !committed.is_empty() {
                     let _ = commits.send(Commit {
@@ -558,9 +753,24 @@ impl Writer {
     async fn try_commit_group(
         &mut self,
         appends: &mut [PendingAppend],
+        drain: bool,
+        drained: &mut Vec<Arc<Event>>,
+        more: &mut bool,
         outcomes: &mut Vec<Result<Vec<Arc<Event>>, LogError>>,
     ) -> Result<Seq, LogError> {
         self.ensure_connected().await?;
+        if appends.is_empty() {
+            // A drain alone: take the append lock only when there is something to move.
+            let waiting: bool = self
+                .client
+                .query_one("SELECT EXISTS (SELECT 1 FROM outbox)", &[])
+                .await
+                .map_err(pg)?
+                .get(0);
+            if !waiting {
+                return Ok(0);
+            }
+        }
         let mut tx = self.client.transaction().await.map_err(pg)?;
         // Serializes appends from every node until this transaction commits: seqs are handed
         // out in commit order.
@@ -578,6 +788,12 @@ impl Writer {
         let first_seq = last as Seq + 1;
         let mut seq = first_seq;
         let now = now_ms();
+        if drain {
+            let (events, rows) = drain_outbox(&tx, seq, now).await?;
+            *drained = events;
+            *more = rows as i64 == OUTBOX_CHUNK;
+            seq += drained.len() as Seq;
+        }
         for (batch, _) in appends.iter_mut() {
             let batch = std::mem::take(batch);
             if let Some(dup) = duplicate_within(&batch) {
@@ -635,6 +851,136 @@ impl Writer {
         tx.commit().await.map_err(pg)?;
         Ok(deleted)
     }
+}
+
+/// Moves up to [`OUTBOX_CHUNK`] committed outbox rows, oldest first, into the log at `seq..`;
+/// rows that cannot be published go to `outbox_rejected` with the reason. Runs inside the append
+/// transaction, under the append lock.
+async fn drain_outbox(
+    tx: &tokio_postgres::Transaction<'_>,
+    seq: Seq,
+    now: i64,
+) -> Result<(Vec<Arc<Event>>, usize), LogError> {
+    let mut rows = tx
+        .query(
+            "DELETE FROM outbox WHERE id IN (\
+               SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, topics, type, data, event_id, retry, private",
+            &[&OUTBOX_CHUNK],
+        )
+        .await
+        .map_err(pg)?;
+    if rows.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    rows.sort_by_key(|r| r.get::<_, i64>(0));
+    let mut batch = Vec::with_capacity(rows.len());
+    // (index in `rows`, why)
+    let mut rejected: Vec<(usize, String)> = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, row) in rows.iter().enumerate() {
+        match outbox_event(row) {
+            Ok(new) => {
+                if let Some(given) = &new.id {
+                    if !ids.insert(given.as_str().to_owned()) {
+                        rejected.push((i, format!("id {:?} is given twice", given.as_str())));
+                        continue;
+                    }
+                }
+                batch.push((i, new));
+            }
+            Err(reason) => rejected.push((i, reason)),
+        }
+    }
+    // Exact under the append lock: no other node can insert meanwhile.
+    let given: Vec<&str> = ids.iter().map(String::as_str).collect();
+    if !given.is_empty() {
+        let taken: HashSet<String> = tx
+            .query("SELECT id FROM events WHERE id = ANY($1)", &[&given])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        batch.retain(|(i, new)| match &new.id {
+            Some(given) if taken.contains(given.as_str()) => {
+                rejected.push((*i, LogError::DuplicateId(given.as_str().into()).to_string()));
+                false
+            }
+            _ => true,
+        });
+    }
+    for (i, reason) in rejected {
+        let r = &rows[i];
+        tracing::warn!(
+            outbox_id = r.get::<_, i64>(0),
+            reason,
+            "outbox row refused; moved to outbox_rejected"
+        );
+        tx.execute(
+            "INSERT INTO outbox_rejected (id, topics, type, data, event_id, retry, private, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &r.get::<_, i64>(0),
+                &r.get::<_, Option<Vec<Option<String>>>>(1),
+                &r.get::<_, Option<String>>(2),
+                &r.get::<_, Option<String>>(3),
+                &r.get::<_, Option<String>>(4),
+                &r.get::<_, Option<i64>>(5),
+                &r.get::<_, Option<bool>>(6),
+                &reason,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    if batch.is_empty() {
+        return Ok((Vec::new(), rows.len()));
+    }
+    let events = insert_batch(
+        tx,
+        batch.into_iter().map(|(_, new)| new).collect(),
+        seq,
+        now,
+    )
+    .await?;
+    Ok((events, rows.len()))
+}
+
+/// The event an outbox row asks for, or why it cannot be published.
+fn outbox_event(row: &Row) -> Result<NewEvent, String> {
+    let topics: Option<Vec<Option<String>>> = row.try_get(1).map_err(|e| e.to_string())?;
+    let topics = topics
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| Topic::parse(t.as_deref().unwrap_or("")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let data: Option<String> = row.try_get(3).map_err(|e| e.to_string())?;
+    let mut new = NewEvent::new(topics, data.unwrap_or_default()).map_err(|e| e.to_string())?;
+    if let Some(kind) = row
+        .try_get::<_, Option<&str>>(2)
+        .map_err(|e| e.to_string())?
+    {
+        new.kind = Some(EventType::parse(kind).map_err(|e| e.to_string())?);
+    }
+    if let Some(id) = row
+        .try_get::<_, Option<&str>>(4)
+        .map_err(|e| e.to_string())?
+    {
+        new.id = Some(EventId::parse(id).map_err(|e| e.to_string())?);
+    }
+    if let Some(retry) = row
+        .try_get::<_, Option<i64>>(5)
+        .map_err(|e| e.to_string())?
+    {
+        new.retry = Some(u64::try_from(retry).map_err(|_| "retry is negative".to_owned())?);
+    }
+    new.private = row
+        .try_get::<_, Option<bool>>(6)
+        .map_err(|e| e.to_string())?
+        .unwrap_or(false);
+    Ok(new)
 }
 
 /// The first publisher id given twice in `batch`, if any.
