@@ -8,6 +8,8 @@ use futures_util::StreamExt;
 
 use crate::config::ServeArgs;
 
+pub mod pg;
+
 /// Tidings: a durable real-time event hub (Mercure protocol, SSE).
 #[derive(Debug, clap::Parser)]
 #[command(name = "tidings", version)]
@@ -24,6 +26,8 @@ pub enum Command {
     Publish(PublishArgs),
     /// Subscribe to a running hub and print events as JSON lines; reconnects and resumes.
     Tail(TailArgs),
+    /// PostgreSQL store tools: table-change watches (`watch`, `unwatch`, `watches`).
+    Pg(pg::PgArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -38,6 +38,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Publish(args) => cli::publish(args).await,
         Command::Tail(args) => cli::tail(args).await,
+        Command::Pg(args) => cli::pg::run(args).await,
     }
 }
 

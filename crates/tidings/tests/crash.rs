@@ -4,117 +4,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::served::Served;
 use common::{client, within, Next, WAIT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
-
-/// A `tidings serve` process and the address it logged.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Served {
-    fn start(db: &Path) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-            .arg(db)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (name, _) in std::env::vars() {
-            if name.starts_with("TIDINGS_") {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command.spawn().expect("start tidings serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let log = log.clone();
-            // Keeps draining stderr so the hub never blocks on a full pipe.
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    let plain = strip_ansi(&line);
-                    if plain.contains("tidings hub listening") {
-                        if let Some(addr) = plain
-                            .split_whitespace()
-                            .find_map(|w| w.strip_prefix("address="))
-                        {
-                            let _ = tx.send(addr.to_owned());
-                        }
-                    }
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&plain);
-                    log.push('\n');
-                }
-            });
-        }
-        let addr = match rx.recv_timeout(WAIT) {
-            Ok(addr) => addr.parse().expect("a socket address"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the hub did not log its address; stderr:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
-        Self { child, addr, log }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill9(&mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// One acknowledged publish: which publisher sent it, and the ids (one, or a whole JSON batch)
 /// with their data, in publishing order.
@@ -210,7 +109,7 @@ async fn acknowledged_events_survive_kill_9_in_order() {
     const ENOUGH: usize = 500;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let mut hub = Served::start(&db);
+    let mut hub = Served::start(&db, &[]);
     let base = hub.base();
 
     let acked = Arc::new(AtomicUsize::new(0));
@@ -240,7 +139,7 @@ async fn acknowledged_events_survive_kill_9_in_order() {
     let acked_ids: usize = acks.iter().map(|a| a.ids.len()).sum();
     assert!(acked_ids >= ENOUGH, "only {acked_ids} acknowledged");
 
-    let restarted = Served::start(&db);
+    let restarted = Served::start(&db, &[]);
     let base = restarted.base();
     let log = poll_all(&base).await;
     let position: HashMap<String, usize> = log
@@ -324,7 +223,7 @@ async fn acknowledged_events_survive_kill_9_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_streams_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = Served::start(&dir.path().join("term.db"));
+    let mut hub = Served::start(dir.path().join("term.db"), &[]);
     let base = hub.base();
     let client = client();
     let response = within(
@@ -376,7 +275,7 @@ async fn sigterm_ends_streams_and_exits_cleanly() {
         hub.log.lock().unwrap()
     );
     // The event is still there for the next start.
-    let again = Served::start(&dir.path().join("term.db"));
+    let again = Served::start(dir.path().join("term.db"), &[]);
     let log = poll_all(&again.base()).await;
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["id"], id.as_str());

@@ -186,6 +186,10 @@ pub struct ServeArgs {
     /// SQLite durability: full (fsync every group commit) or normal [default: full].
     #[arg(long, env = "TIDINGS_DURABILITY", value_parser = parse_durability)]
     pub durability: Option<Durability>,
+    /// PostgreSQL store: the schema holding the log (hubs sharing a log use the same one)
+    /// [default: tidings].
+    #[arg(long, env = "TIDINGS_PG_SCHEMA")]
+    pub pg_schema: Option<String>,
     /// Interval of the SSE comment heartbeat [default: 15s].
     #[arg(long, env = "TIDINGS_HEARTBEAT", value_parser = parse_duration)]
     pub heartbeat: Option<Duration>,
@@ -272,6 +276,7 @@ pub(super) struct FileConfig {
     listen: Option<SocketAddr>,
     store: Option<String>,
     durability: Option<String>,
+    pg_schema: Option<String>,
     heartbeat: Option<String>,
     max_body: Option<usize>,
     max_topics: Option<usize>,
@@ -382,6 +387,12 @@ impl ServeArgs {
         let mut config = Config::with_store_path("tidings.db");
         config.edge = edge;
         config.store = StoreConfig::parse(&store, durability)?;
+        if let Some(name) = self.pg_schema.or(file.pg_schema) {
+            match &mut config.store {
+                StoreConfig::Postgres { schema, .. } => *schema = name,
+                _ => bail!("--pg-schema applies to a PostgreSQL store (--store postgres://...)"),
+            }
+        }
         if let Some(listen) = self.listen.or(file.listen) {
             config.listen = listen;
         }

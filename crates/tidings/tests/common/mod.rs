@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod served;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -59,11 +61,10 @@ pub fn client() -> reqwest::Client {
 /// A hub served in this process on an ephemeral port.
 pub struct TestHub {
     pub addr: SocketAddr,
-    /// `http://127.0.0.1:PORT`, without a trailing slash.
-    pub base: String,
     /// Holds the SQLite file; removed when the hub is dropped.
     pub dir: tempfile::TempDir,
-    pub client: reqwest::Client,
+    /// The HTTP helpers (`base`, `client`, `publish`, `sse`...), reached through `Deref`.
+    pub http: HubClient,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -92,9 +93,8 @@ pub async fn spawn_hub_with(tweak: impl FnOnce(&mut tidings::Config)) -> TestHub
     }));
     TestHub {
         addr,
-        base: format!("http://{addr}"),
         dir,
-        client: client(),
+        http: HubClient::new(format!("http://{addr}")),
         shutdown: Some(tx),
         server: Some(server),
     }
@@ -169,7 +169,31 @@ pub fn header_text(headers: &HeaderMap, name: &str) -> String {
         .unwrap_or_default()
 }
 
-impl TestHub {
+/// Talks to a hub at `base`: one started by [`spawn_hub`], or any other (a `tidings serve`
+/// process, one node of a cluster).
+#[derive(Clone)]
+pub struct HubClient {
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl std::ops::Deref for TestHub {
+    type Target = HubClient;
+
+    fn deref(&self) -> &HubClient {
+        &self.http
+    }
+}
+
+impl HubClient {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            client: client(),
+        }
+    }
+
     /// The absolute URL of `path_and_query`.
     pub fn url(&self, path_and_query: &str) -> String {
         format!("{}{}", self.base, path_and_query)
@@ -339,7 +363,9 @@ impl TestHub {
         self.sse(&format!("/.well-known/mercure?{query}"), &[])
             .await
     }
+}
 
+impl TestHub {
     /// Asks the hub to shut down and waits for `serve` to return.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {

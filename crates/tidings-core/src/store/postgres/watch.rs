@@ -21,8 +21,7 @@ pub const MAX_COLUMNS: usize = 50;
 /// What `tidings pg watch` installs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchSpec {
-    /// The table, as PostgreSQL resolves a name: `sessions` (on the search path) or
-    /// `app.sessions`.
+    /// The table: `sessions` (looked up on `"$user", public`) or `app.sessions`.
     pub table: String,
     /// The topic, with `{column}` placeholders replaced by the row's values (NULL gives "").
     pub topic: String,
@@ -139,6 +138,11 @@ async fn resolve(
     Ok((oid, row.get(1), columns))
 }
 
+/// Run first in the installing transaction: a table name without a schema is looked up as an
+/// application would (`"$user", public`), not in the log's schema; literals are standard.
+const UNQUALIFIED: &str =
+    "SET LOCAL search_path TO \"$user\", public; SET LOCAL standard_conforming_strings = on";
+
 fn trigger_name(schema: &str) -> String {
     format!("tidings_watch_{schema}")
 }
@@ -163,7 +167,7 @@ pub async fn watch(
     }
     let (topic, in_topic) = topic_expression(&spec.topic)?;
     let tx = client.transaction().await.map_err(pg)?;
-    tx.batch_execute("SET LOCAL standard_conforming_strings = on")
+    tx.batch_execute(UNQUALIFIED)
         .await
         .map_err(pg)?;
     let (oid, qualified, existing) = resolve(&tx, &spec.table).await?;
@@ -244,6 +248,7 @@ pub async fn watch(
 /// Removes the watch on `table`; `false` when there was none.
 pub async fn unwatch(client: &mut Client, schema: &str, table: &str) -> Result<bool, LogError> {
     let tx = client.transaction().await.map_err(pg)?;
+    tx.batch_execute(UNQUALIFIED).await.map_err(pg)?;
     let (oid, qualified, _) = resolve(&tx, table).await?;
     let removed = tx
         .execute(
