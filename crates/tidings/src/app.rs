@@ -8,6 +8,7 @@ use anyhow::Context;
 use tidings_core::hub::Hub;
 use tidings_core::log::EventLog;
 use tidings_core::store::postgres::{PostgresLog, PostgresOptions};
+use tidings_core::store::redis::{RedisLog, RedisOptions};
 use tidings_core::store::sqlite::{SqliteLog, SqliteOptions};
 use tokio::net::TcpListener;
 
@@ -37,6 +38,12 @@ pub async fn open_store(store: &StoreConfig) -> anyhow::Result<Arc<dyn EventLog>
             let log = PostgresLog::connect(PostgresOptions::new(url).schema(schema.clone()))
                 .await
                 .context("connecting to the PostgreSQL store")?;
+            Ok(Arc::new(log))
+        }
+        StoreConfig::Redis { url, prefix } => {
+            let log = RedisLog::connect(RedisOptions::new(url).prefix(prefix.clone()))
+                .await
+                .context("connecting to the Redis store")?;
             Ok(Arc::new(log))
         }
     }

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod sqlite;
 
 use tokio::sync::{mpsc, oneshot};

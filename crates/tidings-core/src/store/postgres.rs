@@ -41,7 +41,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc, oneshot, Mutex, Notify};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
 
 use crate::event::{now_ms, Event, EventId, EventType, NewEvent, Seq, Topic};
 use crate::log::{Commit, EventLog, LogError, LogStats, Retention, Scope};
@@ -287,6 +288,7 @@ impl PostgresLog {
 
         let (jobs, rx) = mpsc::channel(MAX_GROUP * 4);
         let w = Writer {
+            statements: Statements::prepare(&writer).await?,
             client: writer,
             config,
             schema,
@@ -646,14 +648,97 @@ fn event_from_row(row: &Row) -> Result<Arc<Event>, LogError> {
     }))
 }
 
+/// The writer's statements, prepared once per connection: each then costs one round trip, and
+/// the ones sent together are pipelined.
+struct Statements {
+    lock: Statement,
+    counter: Statement,
+    taken: Statement,
+    insert_events: Statement,
+    insert_topics: Statement,
+    advance: Statement,
+    outbox_waiting: Statement,
+    take_outbox: Statement,
+    reject: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Self, LogError> {
+        let (
+            lock,
+            counter,
+            taken,
+            insert_events,
+            insert_topics,
+            advance,
+            outbox_waiting,
+            take_outbox,
+            reject,
+        ) = tokio::try_join!(
+            client.prepare("SELECT pg_advisory_xact_lock($1, hashtext($2))"),
+            client.prepare("SELECT last_seq FROM log_state FOR UPDATE"),
+            client.prepare("SELECT id FROM events WHERE id = ANY($1)"),
+            client.prepare(
+                "INSERT INTO events (seq, id, topics, type, data, retry, private, stored_at) \
+                     SELECT s, i, t, k, d, r, p, $8 FROM unnest($1::bigint[], $2::text[], \
+                       $3::text[], $4::text[], $5::bytea[], $6::bigint[], $7::boolean[]) \
+                       AS x(s, i, t, k, d, r, p)"
+            ),
+            client.prepare(
+                "INSERT INTO event_topics (seq, topic) \
+                     SELECT * FROM unnest($1::bigint[], $2::text[])"
+            ),
+            client.prepare(
+                "WITH advanced AS (UPDATE log_state SET last_seq = $1) SELECT pg_notify($2, $3)"
+            ),
+            client.prepare("SELECT EXISTS (SELECT 1 FROM outbox)"),
+            client.prepare(
+                "DELETE FROM outbox WHERE id IN (\
+                       SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                     RETURNING id, topics, type, data, event_id, retry, private"
+            ),
+            client.prepare(
+                "INSERT INTO outbox_rejected \
+                       (id, topics, type, data, event_id, retry, private, reason) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+        )
+        .map_err(pg)?;
+        Ok(Self {
+            lock,
+            counter,
+            taken,
+            insert_events,
+            insert_topics,
+            advance,
+            outbox_waiting,
+            take_outbox,
+            reject,
+        })
+    }
+}
+
 struct Writer {
     client: Client,
+    statements: Statements,
     config: Config,
     schema: String,
     channel: String,
     /// This process's id in NOTIFY payloads, so the listener can skip its own.
     node: String,
     drain: Arc<DrainSignal>,
+}
+
+/// What one group transaction did, for its commit notice and its answers.
+#[derive(Default)]
+struct GroupOutcome {
+    /// The outbox rows moved, as events, in seq order (before the appends').
+    drained: Vec<Arc<Event>>,
+    /// Whether the outbox may hold more rows than one transaction moves.
+    more: bool,
+    /// One outcome per append request, in order.
+    appends: Vec<Result<Vec<Arc<Event>>, LogError>>,
+    upto: Seq,
 }
 
 impl Writer {
@@ -694,7 +779,9 @@ impl Writer {
     async fn ensure_connected(&mut self) -> Result<(), LogError> {
         if self.client.is_closed() {
             tracing::warn!("reconnecting the PostgreSQL writer");
-            self.client = connect(&self.config).await?;
+            let client = connect(&self.config).await?;
+            self.statements = Statements::prepare(&client).await?;
+            self.client = client;
         }
         Ok(())
     }
@@ -707,21 +794,22 @@ impl Writer {
         drain: bool,
         commits: &broadcast::Sender<Commit>,
     ) {
-        let mut outcomes = Vec::with_capacity(appends.len());
-        let (mut drained, mut more) = (Vec::new(), false);
-        let result = self
-            .try_commit_group(appends, drain, &mut drained, &mut more, &mut outcomes)
-            .await;
+        let batches: Vec<Vec<NewEvent>> =
+            appends.iter_mut().map(|(b, _)| std::mem::take(b)).collect();
+        let result = self.try_commit_group(batches, drain).await;
         let replies = appends.drain(..).map(|(_, reply)| reply);
         match result {
-            Ok(upto) => {
-                if more {
+            Ok(outcome) => {
+                if outcome.more {
                     self.drain.request();
                 }
-                let committed: Vec<Arc<Event>> = drained
-                    .into_iter()
+                let committed: Vec<Arc<Event>> = outcome
+                    .drained
+                    .iter()
+                    .cloned()
                     .chain(
-                        outcomes
+                        outcome
+                            .appends
                             .iter()
                             .filter_map(|o| o.as_ref().ok())
                             .flatten()
@@ -730,12 +818,12 @@ impl Writer {
                     .collect();
                 if !committed.is_empty() {
                     let _ = commits.send(Commit {
-                        upto,
+                        upto: outcome.upto,
                         events: Some(committed.into()),
                     });
                 }
-                for (reply, outcome) in replies.zip(outcomes) {
-                    let _ = reply.send(outcome);
+                for (reply, result) in replies.zip(outcome.appends) {
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {
@@ -749,85 +837,170 @@ impl Writer {
         }
     }
 
-    /// Runs the group's transaction; returns the last seq given out.
+    /// Runs the group's transaction: takes the append lock, moves outbox rows (when `drain`),
+    /// admits each append request whose ids are all new, inserts everything admitted with the
+    /// next seqs in two statements, advances the counter and notifies, then commits.
     async fn try_commit_group(
         &mut self,
-        appends: &mut [PendingAppend],
+        batches: Vec<Vec<NewEvent>>,
         drain: bool,
-        drained: &mut Vec<Arc<Event>>,
-        more: &mut bool,
-        outcomes: &mut Vec<Result<Vec<Arc<Event>>, LogError>>,
-    ) -> Result<Seq, LogError> {
+    ) -> Result<GroupOutcome, LogError> {
         self.ensure_connected().await?;
-        if appends.is_empty() {
+        let st = &self.statements;
+        if batches.is_empty() {
             // A drain alone: take the append lock only when there is something to move.
             let waiting: bool = self
                 .client
-                .query_one("SELECT EXISTS (SELECT 1 FROM outbox)", &[])
+                .query_one(&st.outbox_waiting, &[])
                 .await
                 .map_err(pg)?
                 .get(0);
             if !waiting {
-                return Ok(0);
+                return Ok(GroupOutcome::default());
             }
         }
-        let mut tx = self.client.transaction().await.map_err(pg)?;
+        let tx = self.client.transaction().await.map_err(pg)?;
         // Serializes appends from every node until this transaction commits: seqs are handed
-        // out in commit order.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&APPEND_LOCK_CLASS, &self.schema],
+        // out in commit order. The statements below are pipelined behind the lock.
+        let outbox_limit = if drain { OUTBOX_CHUNK } else { 0 };
+        let lock_key: [&(dyn ToSql + Sync); 2] = [&APPEND_LOCK_CLASS, &self.schema];
+        let limit: [&(dyn ToSql + Sync); 1] = [&outbox_limit];
+        let (_, counter, rows) = tokio::try_join!(
+            tx.execute(&st.lock, &lock_key),
+            tx.query_one(&st.counter, &[]),
+            tx.query(&st.take_outbox, &limit),
         )
-        .await
         .map_err(pg)?;
-        let last: i64 = tx
-            .query_one("SELECT last_seq FROM log_state FOR UPDATE", &[])
-            .await
-            .map_err(pg)?
-            .get(0);
-        let first_seq = last as Seq + 1;
-        let mut seq = first_seq;
-        let now = now_ms();
-        if drain {
-            let (events, rows) = drain_outbox(&tx, seq, now).await?;
-            *drained = events;
-            *more = rows as i64 == OUTBOX_CHUNK;
-            seq += drained.len() as Seq;
-        }
-        for (batch, _) in appends.iter_mut() {
-            let batch = std::mem::take(batch);
-            if let Some(dup) = duplicate_within(&batch) {
-                outcomes.push(Err(LogError::DuplicateId(dup)));
-                continue;
-            }
-            let sp = tx.savepoint("append").await.map_err(pg)?;
-            match insert_batch(&sp, batch, seq, now).await {
-                Ok(events) => {
-                    sp.commit().await.map_err(pg)?;
-                    seq += events.len() as Seq;
-                    outcomes.push(Ok(events));
-                }
-                Err(e) => {
-                    sp.rollback().await.map_err(pg)?;
-                    outcomes.push(Err(e));
-                }
-            }
-        }
-        let upto = seq - 1;
-        if seq > first_seq {
-            tx.execute(
-                "UPDATE log_state SET last_seq = $1",
-                &[&(upto.min(i64::MAX as u64) as i64)],
-            )
-            .await
-            .map_err(pg)?;
-            let payload = format!("{upto} {}", self.node);
-            tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
+        let last: i64 = counter.get(0);
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.get::<_, i64>(0));
+        let from_outbox: Vec<Result<NewEvent, String>> = rows.iter().map(outbox_event).collect();
+
+        // Publisher ids already in the log: exact, under the lock.
+        let given: Vec<&str> = from_outbox
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .chain(batches.iter().flatten())
+            .filter_map(|e| e.id.as_ref().map(EventId::as_str))
+            .collect();
+        let mut claimed: HashSet<String> = if given.is_empty() {
+            HashSet::new()
+        } else {
+            tx.query(&st.taken, &[&given])
                 .await
-                .map_err(pg)?;
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        };
+
+        let now = now_ms();
+        let mut seq = last as Seq + 1;
+        let mut stored: Vec<Arc<Event>> = Vec::new();
+        let mut number = |batch: Vec<NewEvent>, stored: &mut Vec<Arc<Event>>| {
+            let events: Vec<Arc<Event>> = batch
+                .into_iter()
+                .map(|new| {
+                    seq += 1;
+                    Arc::new(Event::stored(seq - 1, new, now))
+                })
+                .collect();
+            stored.extend(events.iter().cloned());
+            events
+        };
+        let mut outcome = GroupOutcome {
+            more: rows.len() as i64 == OUTBOX_CHUNK,
+            ..GroupOutcome::default()
+        };
+        let mut rejected: Vec<(&Row, String)> = Vec::new();
+        for (row, parsed) in rows.iter().zip(from_outbox) {
+            match parsed.and_then(|new| admit(vec![new], &mut claimed).map_err(|e| e.to_string())) {
+                Ok(batch) => outcome.drained.extend(number(batch, &mut stored)),
+                Err(reason) => rejected.push((row, reason)),
+            }
+        }
+        for batch in batches {
+            outcome
+                .appends
+                .push(admit(batch, &mut claimed).map(|batch| number(batch, &mut stored)));
+        }
+
+        outcome.upto = last as Seq + stored.len() as Seq;
+        if !stored.is_empty() || !rejected.is_empty() {
+            let rows = EventRows::of(&stored);
+            let upto = clamp(outcome.upto);
+            let payload = format!("{} {}", outcome.upto, self.node);
+            let insert_events = async {
+                if stored.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(
+                    &st.insert_events,
+                    &[
+                        &rows.seqs,
+                        &rows.ids,
+                        &rows.topics,
+                        &rows.kinds,
+                        &rows.datas,
+                        &rows.retries,
+                        &rows.privates,
+                        &now,
+                    ],
+                )
+                .await
+            };
+            let insert_topics = async {
+                if stored.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(&st.insert_topics, &[&rows.topic_seqs, &rows.topic_names])
+                    .await
+            };
+            let advance = async {
+                if stored.is_empty() {
+                    return Ok(Vec::new());
+                }
+                tx.query(&st.advance, &[&upto, &self.channel, &payload])
+                    .await
+            };
+            let reject = async {
+                // Rare: one statement per row.
+                for (r, reason) in &rejected {
+                    let id: i64 = r.get(0);
+                    tracing::warn!(
+                        outbox_id = id,
+                        reason,
+                        "outbox row refused; moved to outbox_rejected"
+                    );
+                    tx.execute(
+                        &st.reject,
+                        &[
+                            &id,
+                            &r.get::<_, Option<Vec<Option<String>>>>(1),
+                            &r.get::<_, Option<String>>(2),
+                            &r.get::<_, Option<String>>(3),
+                            &r.get::<_, Option<String>>(4),
+                            &r.get::<_, Option<i64>>(5),
+                            &r.get::<_, Option<bool>>(6),
+                            reason,
+                        ],
+                    )
+                    .await?;
+                }
+                Ok(0)
+            };
+            tokio::try_join!(insert_events, insert_topics, advance, reject).map_err(|e| {
+                match e.code() {
+                    // Publisher ids were checked under the lock; only a hub-made id can collide.
+                    Some(&SqlState::UNIQUE_VIOLATION) => {
+                        LogError::Storage(format!("an event id collided: {e}"))
+                    }
+                    _ => pg(e),
+                }
+            })?;
         }
         tx.commit().await.map_err(pg)?;
-        Ok(upto)
+        Ok(outcome)
     }
 
     async fn prune(&mut self, cutoff: Seq) -> Result<u64, LogError> {
@@ -853,134 +1026,22 @@ impl Writer {
     }
 }
 
-/// Moves up to [`OUTBOX_CHUNK`] committed outbox rows, oldest first, into the log at `seq..`;
-/// rows that cannot be published go to `outbox_rejected` with the reason. Runs inside the append
-/// transaction, under the append lock.
-async fn drain_outbox(
-    tx: &tokio_postgres::Transaction<'_>,
-    seq: Seq,
-    now: i64,
-) -> Result<(Vec<Arc<Event>>, usize), LogError> {
-    let mut rows = tx
-        .query(
-            "DELETE FROM outbox WHERE id IN (\
-               SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, topics, type, data, event_id, retry, private",
-            &[&OUTBOX_CHUNK],
-        )
-        .await
-        .map_err(pg)?;
-    if rows.is_empty() {
-        return Ok((Vec::new(), 0));
+/// `batch` if none of its publisher ids is in `claimed` (the log's, and those admitted earlier
+/// in the group) or given twice in it; its ids are then claimed.
+fn admit(batch: Vec<NewEvent>, claimed: &mut HashSet<String>) -> Result<Vec<NewEvent>, LogError> {
+    if let Some(dup) = duplicate_within(&batch) {
+        return Err(LogError::DuplicateId(dup));
     }
-    rows.sort_by_key(|r| r.get::<_, i64>(0));
-    let mut batch = Vec::with_capacity(rows.len());
-    // (index in `rows`, why)
-    let mut rejected: Vec<(usize, String)> = Vec::new();
-    let mut ids = HashSet::new();
-    for (i, row) in rows.iter().enumerate() {
-        match outbox_event(row) {
-            Ok(new) => {
-                if let Some(given) = &new.id {
-                    if !ids.insert(given.as_str().to_owned()) {
-                        rejected.push((i, format!("id {:?} is given twice", given.as_str())));
-                        continue;
-                    }
-                }
-                batch.push((i, new));
-            }
-            Err(reason) => rejected.push((i, reason)),
-        }
-    }
-    // Exact under the append lock: no other node can insert meanwhile.
-    let given: Vec<&str> = ids.iter().map(String::as_str).collect();
-    if !given.is_empty() {
-        let taken: HashSet<String> = tx
-            .query("SELECT id FROM events WHERE id = ANY($1)", &[&given])
-            .await
-            .map_err(pg)?
+    let ids = || {
+        batch
             .iter()
-            .map(|r| r.get(0))
-            .collect();
-        batch.retain(|(i, new)| match &new.id {
-            Some(given) if taken.contains(given.as_str()) => {
-                rejected.push((*i, LogError::DuplicateId(given.as_str().into()).to_string()));
-                false
-            }
-            _ => true,
-        });
+            .filter_map(|e| e.id.as_ref().map(EventId::as_str))
+    };
+    if let Some(taken) = ids().find(|id| claimed.contains(*id)) {
+        return Err(LogError::DuplicateId(taken.to_owned()));
     }
-    for (i, reason) in rejected {
-        let r = &rows[i];
-        tracing::warn!(
-            outbox_id = r.get::<_, i64>(0),
-            reason,
-            "outbox row refused; moved to outbox_rejected"
-        );
-        tx.execute(
-            "INSERT INTO outbox_rejected (id, topics, type, data, event_id, retry, private, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &r.get::<_, i64>(0),
-                &r.get::<_, Option<Vec<Option<String>>>>(1),
-                &r.get::<_, Option<String>>(2),
-                &r.get::<_, Option<String>>(3),
-                &r.get::<_, Option<String>>(4),
-                &r.get::<_, Option<i64>>(5),
-                &r.get::<_, Option<bool>>(6),
-                &reason,
-            ],
-        )
-        .await
-        .map_err(pg)?;
-    }
-    if batch.is_empty() {
-        return Ok((Vec::new(), rows.len()));
-    }
-    let events = insert_batch(
-        tx,
-        batch.into_iter().map(|(_, new)| new).collect(),
-        seq,
-        now,
-    )
-    .await?;
-    Ok((events, rows.len()))
-}
-
-/// The event an outbox row asks for, or why it cannot be published.
-fn outbox_event(row: &Row) -> Result<NewEvent, String> {
-    let topics: Option<Vec<Option<String>>> = row.try_get(1).map_err(|e| e.to_string())?;
-    let topics = topics
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| Topic::parse(t.as_deref().unwrap_or("")))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let data: Option<String> = row.try_get(3).map_err(|e| e.to_string())?;
-    let mut new = NewEvent::new(topics, data.unwrap_or_default()).map_err(|e| e.to_string())?;
-    if let Some(kind) = row
-        .try_get::<_, Option<&str>>(2)
-        .map_err(|e| e.to_string())?
-    {
-        new.kind = Some(EventType::parse(kind).map_err(|e| e.to_string())?);
-    }
-    if let Some(id) = row
-        .try_get::<_, Option<&str>>(4)
-        .map_err(|e| e.to_string())?
-    {
-        new.id = Some(EventId::parse(id).map_err(|e| e.to_string())?);
-    }
-    if let Some(retry) = row
-        .try_get::<_, Option<i64>>(5)
-        .map_err(|e| e.to_string())?
-    {
-        new.retry = Some(u64::try_from(retry).map_err(|_| "retry is negative".to_owned())?);
-    }
-    new.private = row
-        .try_get::<_, Option<bool>>(6)
-        .map_err(|e| e.to_string())?
-        .unwrap_or(false);
-    Ok(new)
+    claimed.extend(ids().map(str::to_owned));
+    Ok(batch)
 }
 
 /// The first publisher id given twice in `batch`, if any.
@@ -993,84 +1054,79 @@ fn duplicate_within(batch: &[NewEvent]) -> Option<String> {
         .map(|id| id.as_str().to_owned())
 }
 
-/// Inserts `batch` at `seq..`, refusing it if a publisher id is already stored.
-async fn insert_batch(
-    tx: &tokio_postgres::Transaction<'_>,
-    batch: Vec<NewEvent>,
-    seq: Seq,
-    now: i64,
-) -> Result<Vec<Arc<Event>>, LogError> {
-    let given: Vec<&str> = batch
-        .iter()
-        .filter_map(|e| e.id.as_ref().map(EventId::as_str))
-        .collect();
-    if !given.is_empty() {
-        // Exact under the append lock: no other node can insert meanwhile.
-        if let Some(row) = tx
-            .query_opt(
-                "SELECT id FROM events WHERE id = ANY($1) LIMIT 1",
-                &[&given],
-            )
-            .await
-            .map_err(pg)?
-        {
-            return Err(LogError::DuplicateId(row.get(0)));
+/// Events as the column arrays of one `unnest` insert.
+struct EventRows<'a> {
+    seqs: Vec<i64>,
+    ids: Vec<&'a str>,
+    topics: Vec<String>,
+    kinds: Vec<Option<&'a str>>,
+    datas: Vec<&'a [u8]>,
+    retries: Vec<Option<i64>>,
+    privates: Vec<bool>,
+    topic_seqs: Vec<i64>,
+    topic_names: Vec<&'a str>,
+}
+
+impl<'a> EventRows<'a> {
+    fn of(events: &'a [Arc<Event>]) -> Self {
+        let mut rows = Self {
+            seqs: Vec::with_capacity(events.len()),
+            ids: Vec::with_capacity(events.len()),
+            topics: Vec::with_capacity(events.len()),
+            kinds: Vec::with_capacity(events.len()),
+            datas: Vec::with_capacity(events.len()),
+            retries: Vec::with_capacity(events.len()),
+            privates: Vec::with_capacity(events.len()),
+            topic_seqs: Vec::new(),
+            topic_names: Vec::new(),
+        };
+        for e in events {
+            let s = clamp(e.seq);
+            rows.seqs.push(s);
+            rows.ids.push(e.id.as_str());
+            let names: Vec<&str> = e.topics.iter().map(Topic::as_str).collect();
+            rows.topics.push(names.join("\n"));
+            rows.kinds.push(e.kind.as_ref().map(EventType::as_str));
+            rows.datas.push(e.data.as_bytes());
+            // Bit-cast: the full u64 range round-trips through bigint.
+            rows.retries.push(e.retry.map(|r| r as i64));
+            rows.privates.push(e.private);
+            let mut distinct = HashSet::new();
+            for t in names.into_iter().filter(|t| distinct.insert(*t)) {
+                rows.topic_seqs.push(s);
+                rows.topic_names.push(t);
+            }
         }
+        rows
     }
-    let events: Vec<Arc<Event>> = batch
+}
+
+/// The event an outbox row asks for, or why it cannot be published.
+fn outbox_event(row: &Row) -> Result<NewEvent, String> {
+    let text = |e: tokio_postgres::Error| e.to_string();
+    let topics: Option<Vec<Option<String>>> = row.try_get(1).map_err(text)?;
+    let topics = topics
+        .unwrap_or_default()
         .into_iter()
-        .enumerate()
-        .map(|(i, new)| Arc::new(Event::stored(seq + i as Seq, new, now)))
-        .collect();
-    let mut seqs = Vec::with_capacity(events.len());
-    let mut ids = Vec::with_capacity(events.len());
-    let mut topics = Vec::with_capacity(events.len());
-    let mut kinds = Vec::with_capacity(events.len());
-    let mut datas = Vec::with_capacity(events.len());
-    let mut retries = Vec::with_capacity(events.len());
-    let mut privates = Vec::with_capacity(events.len());
-    let mut topic_seqs = Vec::new();
-    let mut topic_names = Vec::new();
-    for e in &events {
-        let s = clamp(e.seq);
-        seqs.push(s);
-        ids.push(e.id.as_str());
-        let names: Vec<&str> = e.topics.iter().map(Topic::as_str).collect();
-        topics.push(names.join("\n"));
-        kinds.push(e.kind.as_ref().map(EventType::as_str));
-        datas.push(e.data.as_bytes());
-        // Bit-cast: the full u64 range round-trips through bigint.
-        retries.push(e.retry.map(|r| r as i64));
-        privates.push(e.private);
-        let mut distinct = HashSet::new();
-        for t in names.into_iter().filter(|t| distinct.insert(*t)) {
-            topic_seqs.push(s);
-            topic_names.push(t);
-        }
+        .map(|t| Topic::parse(t.as_deref().unwrap_or("")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let data: Option<String> = row.try_get(3).map_err(text)?;
+    let mut new = NewEvent::new(topics, data.unwrap_or_default()).map_err(|e| e.to_string())?;
+    if let Some(kind) = row.try_get::<_, Option<&str>>(2).map_err(text)? {
+        new.kind = Some(EventType::parse(kind).map_err(|e| e.to_string())?);
     }
-    tx.execute(
-        "INSERT INTO events (seq, id, topics, type, data, retry, private, stored_at) \
-         SELECT s, i, t, k, d, r, p, $8 FROM unnest($1::bigint[], $2::text[], $3::text[], \
-           $4::text[], $5::bytea[], $6::bigint[], $7::boolean[]) AS x(s, i, t, k, d, r, p)",
-        &[
-            &seqs, &ids, &topics, &kinds, &datas, &retries, &privates, &now,
-        ],
-    )
-    .await
-    .map_err(|e| match e.code() {
-        Some(&SqlState::UNIQUE_VIOLATION) => {
-            // Only a hub-made id can get here (publisher ids were checked): report the first.
-            LogError::DuplicateId(ids.first().copied().unwrap_or_default().to_owned())
-        }
-        _ => pg(e),
-    })?;
-    tx.execute(
-        "INSERT INTO event_topics (seq, topic) SELECT * FROM unnest($1::bigint[], $2::text[])",
-        &[&topic_seqs, &topic_names],
-    )
-    .await
-    .map_err(pg)?;
-    Ok(events)
+    if let Some(id) = row.try_get::<_, Option<&str>>(4).map_err(text)? {
+        new.id = Some(EventId::parse(id).map_err(|e| e.to_string())?);
+    }
+    if let Some(retry) = row.try_get::<_, Option<i64>>(5).map_err(text)? {
+        new.retry = Some(u64::try_from(retry).map_err(|_| "retry is negative".to_owned())?);
+    }
+    new.private = row
+        .try_get::<_, Option<bool>>(6)
+        .map_err(text)?
+        .unwrap_or(false);
+    Ok(new)
 }
 
 /// A few connections shared round-robin; each is used concurrently by many reads.

@@ -33,6 +33,9 @@ pub enum StoreConfig {
     /// A PostgreSQL database (several hubs may share it); the log lives in `schema`
     /// (`tidings` from the command line).
     Postgres { url: String, schema: String },
+    /// A Redis server (several hubs may share it); every key starts with `{prefix}:` (the
+    /// URL's `prefix` query parameter, default `tidings`).
+    Redis { url: String, prefix: String },
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -54,6 +57,16 @@ impl std::fmt::Debug for StoreConfig {
                     .field("schema", schema)
                     .finish()
             }
+            Self::Redis { url, prefix } => {
+                let shown = match (url.split_once("://"), url.rfind('@')) {
+                    (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
+                    _ => url.clone(),
+                };
+                f.debug_struct("Redis")
+                    .field("url", &shown)
+                    .field("prefix", prefix)
+                    .finish()
+            }
         }
     }
 }
@@ -69,7 +82,7 @@ impl StoreConfig {
             });
         }
         if lower.starts_with("redis://") || lower.starts_with("rediss://") {
-            bail!("the Redis store is not available in this build yet; use an SQLite path");
+            return parse_redis(s);
         }
         let path = s
             .strip_prefix("sqlite://")
@@ -83,6 +96,31 @@ impl StoreConfig {
             durability,
         })
     }
+}
+
+/// A `redis://` or `rediss://` URL, with an optional `prefix=NAME` query parameter that is
+/// taken out of the URL handed to the client.
+fn parse_redis(s: &str) -> anyhow::Result<StoreConfig> {
+    let (base, query) = match s.split_once('?') {
+        Some((base, query)) => (base, query),
+        None => (s, ""),
+    };
+    let mut prefix = "tidings".to_owned();
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix("prefix=") {
+            Some(p) => prefix = p.to_owned(),
+            None => rest.push(pair),
+        }
+    }
+    tidings_core::store::redis::check_prefix(&prefix)
+        .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok(StoreConfig::Redis { url, prefix })
 }
 
 /// Limits on what clients may send.
@@ -550,6 +588,32 @@ mod tests {
         assert!(matches!(&pg, StoreConfig::Postgres { url, .. } if url.ends_with("/test")));
         assert!(!format!("{pg:?}").contains("s3cret"), "{pg:?}");
         assert!(StoreConfig::parse("", d).is_err());
+    }
+
+    #[test]
+    fn redis_store_urls() {
+        let d = Durability::Full;
+        let r = StoreConfig::parse("redis://:s3cret@10.0.0.5:6380/2", d).unwrap();
+        assert_eq!(
+            r,
+            StoreConfig::Redis {
+                url: "redis://:s3cret@10.0.0.5:6380/2".into(),
+                prefix: "tidings".into()
+            }
+        );
+        assert!(!format!("{r:?}").contains("s3cret"), "{r:?}");
+        let r = StoreConfig::parse("rediss://u:pw@h/0?prefix=orders&protocol=resp3", d).unwrap();
+        assert_eq!(
+            r,
+            StoreConfig::Redis {
+                url: "rediss://u:pw@h/0?protocol=resp3".into(),
+                prefix: "orders".into()
+            }
+        );
+        assert!(!format!("{r:?}").contains("pw@"), "{r:?}");
+        for bad in ["redis://h?prefix=", "redis://h?prefix=a b", "redis://h?prefix={x}"] {
+            assert!(StoreConfig::parse(bad, d).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]
