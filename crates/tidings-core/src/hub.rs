@@ -182,10 +182,15 @@ impl Hub {
         // too. They are durable already, so a stalled pump delays the answer only so long.
         if let Some(last) = events.last() {
             let visible = self.fanout.dispatched(last.seq);
-            if tokio::time::timeout(VISIBILITY_WAIT, visible)
-                .await
-                .is_err()
-            {
+            // A hub shutting down dispatches nothing more: answer at once (the events are
+            // durable; subscribers get them when they resume).
+            let mut shutdown = self.shutdown.subscribe();
+            let stopping = shutdown.wait_for(|stop| *stop);
+            let waited = tokio::select! {
+                r = tokio::time::timeout(VISIBILITY_WAIT, visible) => r.is_ok(),
+                _ = stopping => true,
+            };
+            if !waited {
                 tracing::warn!(seq = last.seq, "published events not dispatched in time");
             }
         }

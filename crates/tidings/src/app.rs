@@ -86,7 +86,10 @@ impl App {
         }
         let state = Arc::new(AppState {
             hub: self.hub.clone(),
-            limits: self.config.limits,
+            limits: crate::config::Limits {
+                body_idle: self.config.edge.header_read_timeout,
+                ..self.config.limits
+            },
             auth,
             subscription_events: self.config.subscription_events,
             publish_rate: self.config.edge.publish_rate.map(RateLimiter::new),

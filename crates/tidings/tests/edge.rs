@@ -415,6 +415,35 @@ async fn idle_connections_are_closed_by_the_header_timeout_and_free_their_slot()
     assert_eq!(n, 0, "the idle connection got an answer");
 }
 
+/// A publisher that sends its headers and then trickles (or stops sending) its body gets 408
+/// once the body pauses longer than the header-read timeout, and nothing is stored.
+#[tokio::test]
+async fn a_stalled_publish_body_is_answered_408_and_stores_nothing() {
+    let hub = spawn_hub_with(|c| c.edge.header_read_timeout = Duration::from_millis(300)).await;
+    let mut conn = TcpStream::connect(hub.addr).await.expect("connect");
+    let body = "topic=stalled&data=never-complete";
+    let head = format!(
+        "POST /.well-known/mercure HTTP/1.1\r\nhost: {}\r\n\
+         content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n",
+        hub.addr,
+        body.len() + 100
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = within(WAIT, "the 408", conn.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(hub.history_ids("topic=stalled").await.is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Publish rate
 

@@ -136,6 +136,9 @@ pub struct Limits {
     pub max_selectors: usize,
     /// Longest long-poll wait.
     pub max_wait: Duration,
+    /// Longest pause between two pieces of a request body (408 after it); the server sets it
+    /// to the header-read timeout.
+    pub body_idle: Duration,
 }
 
 impl Default for Limits {
@@ -146,6 +149,7 @@ impl Default for Limits {
             max_batch: 1000,
             max_selectors: 100,
             max_wait: Duration::from_secs(60),
+            body_idle: Duration::from_secs(10),
         }
     }
 }

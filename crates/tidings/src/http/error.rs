@@ -37,6 +37,8 @@ pub enum ApiError {
     /// Well-formed input the hub cannot place (a webhook payload its mapping cannot use).
     #[error("{0}")]
     Unprocessable(String),
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("the hub is shutting down")]
     ShuttingDown,
     #[error("this hub does not serve the host {0:?}")]
@@ -67,6 +69,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unverified(_) => StatusCode::UNAUTHORIZED,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,

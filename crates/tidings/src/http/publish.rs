@@ -27,7 +27,7 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let limits = &state.limits;
     let grant = publisher_grant(&state, query.as_deref(), &headers).await?;
-    let body = read_body(body, limits.max_body).await?;
+    let body = read_body(body, limits).await?;
     match content_type(&headers).as_str() {
         "application/json" => {
             let (batch, single) = parse_json_publish(&body, limits)?;
@@ -65,7 +65,7 @@ pub async fn publish_to_path(
 ) -> Result<Response, ApiError> {
     let limits = &state.limits;
     let grant = publisher_grant(&state, query.as_deref(), &headers).await?;
-    let body = read_body(body, limits.max_body).await?;
+    let body = read_body(body, limits).await?;
     let topic = Topic::parse(&topic)?;
     let event = match content_type(&headers).as_str() {
         "application/json" | "" => {
@@ -177,12 +177,22 @@ fn content_type(headers: &HeaderMap) -> String {
 /// Reads the whole body, refusing one over `limit` (413). Past the limit the rest is still read
 /// and dropped, up to [`DRAIN_FACTOR`] times the limit, so the client gets to read the 413
 /// instead of a reset connection; a body larger still is cut off.
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, limits: &Limits) -> Result<Bytes, ApiError> {
+    let limit = limits.max_body;
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
+    let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
+    loop {
+        // A client trickling its body must not hold a connection (and a publish slot) forever.
+        let next = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + limits.body_idle),
+            body.frame(),
+        );
+        let Some(frame) = next.await.map_err(|_| ApiError::BodyTimeout)? else {
+            break;
+        };
         let frame =
             frame.map_err(|e| ApiError::bad(format!("could not read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else {
@@ -200,6 +210,9 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
     }
     Ok(buf.freeze())
 }
+
+/// Longest time a whole request body may take before answering 408.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How much of an oversized body is read (and dropped) before answering 413, in limits.
 const DRAIN_FACTOR: usize = 4;

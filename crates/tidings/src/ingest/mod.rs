@@ -35,7 +35,7 @@ pub async fn receive(
         .webhooks
         .get(&name)
         .ok_or_else(|| ApiError::NotFound(format!("no webhook named {name:?}")))?;
-    let body = crate::http::publish::read_body(body, state.limits.max_body).await?;
+    let body = crate::http::publish::read_body(body, &state.limits).await?;
     let event = webhook
         .event(&headers, &body, SystemTime::now())
         .inspect_err(
