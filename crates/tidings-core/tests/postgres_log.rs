@@ -735,3 +735,64 @@ async fn listener_reconnects_and_catches_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `sslmode=require` encrypts every connection of the log; `verify-full` refuses a server whose
+/// certificate no trusted root vouches for (Debian's self-signed "snakeoil" one).
+#[tokio::test]
+async fn tls_follows_sslmode() {
+    let schema = fresh_schema().await;
+    let admin = app_client(&schema).await;
+    let ssl: String = admin.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl != "on" {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED tls_follows_sslmode: the server has ssl={ssl} ***\n"
+        );
+        return;
+    }
+    let with = |mode: &str| {
+        let sep = if !schema.url.starts_with("postgres") {
+            ' '
+        } else if schema.url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}sslmode={mode}", schema.url)
+    };
+    let url = with("require");
+    let log = PostgresLog::connect(PostgresOptions::new(&url).schema(&schema.name))
+        .await
+        .expect("sslmode=require");
+    append_ok(&log, vec![ev(&["tls"], "secret")]).await;
+    let plain: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = 'tidings' AND NOT s.ssl AND a.query LIKE $1",
+            &[&format!("%{}%", schema.name)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 0, "a connection of the log is not encrypted");
+    let encrypted: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name = 'tidings' AND s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 3, "only {encrypted} encrypted connections");
+
+    let strict = with("verify-full");
+    let err = PostgresLog::connect(PostgresOptions::new(&strict).schema(&schema.name))
+        .await
+        .err()
+        .expect("verify-full accepted a self-signed certificate");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}

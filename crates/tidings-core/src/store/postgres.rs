@@ -25,10 +25,14 @@
 //! Reads go through a small set of connections used concurrently (tokio-postgres pipelines
 //! queries on one connection); each query is one statement, so it sees one snapshot.
 //!
-//! TODO(issue 4): reconnect the LISTEN connection with backoff and emit a catch-up wake-up after
-//! reconnecting; /healthz "degraded" while PostgreSQL is unreachable; TLS (only `NoTls` now);
-//! prepared-statement caching on the read connections.
+//! The LISTEN connection reconnects with backoff and then sends a catch-up notice; meanwhile
+//! `health()` reports it down. The outbox (`0002_outbox.sql`) lets applications publish from SQL
+//! in their own transactions; the writer moves committed rows into the log under the append lock.
+//! TLS follows libpq's `sslmode` (`tls.rs`).
+//!
+//! TODO: prepared-statement caching on the read connections.
 
+mod tls;
 pub mod watch;
 
 use std::collections::HashSet;
@@ -42,7 +46,8 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, mpsc, oneshot, Mutex, Notify};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{AsyncMessage, Client, Config, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::event::{now_ms, Event, EventId, EventType, NewEvent, Seq, Topic};
 use crate::log::{Commit, EventLog, LogError, LogStats, Retention, Scope};
@@ -148,12 +153,22 @@ fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
 }
 
-/// A PostgreSQL error with the server's message when there is one.
+/// A PostgreSQL error with the server's message when there is one, else with its causes (a
+/// TLS handshake failure says why).
 fn pg(e: tokio_postgres::Error) -> LogError {
-    match e.as_db_error() {
-        Some(db) => LogError::Storage(format!("{db}")),
-        None => LogError::Storage(format!("{e}")),
+    if let Some(db) = e.as_db_error() {
+        return LogError::Storage(format!("{db}"));
     }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text = format!("{text}: {c_text}");
+        }
+        cause = c.source();
+    }
+    LogError::Storage(text)
 }
 
 fn check_schema(schema: &str) -> Result<(), LogError> {
@@ -185,8 +200,12 @@ fn outbox_channel(schema: &str) -> String {
 }
 
 /// Opens a connection whose `search_path` is the log's schema, driving it on a task.
-async fn connect(config: &Config) -> Result<Client, LogError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
+async fn connect(target: &Target) -> Result<Client, LogError> {
+    let (client, connection) = target
+        .config
+        .connect(target.tls.clone())
+        .await
+        .map_err(pg)?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection ended");
@@ -243,12 +262,24 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<(), LogError> {
 }
 
 /// The connection settings for a log in `schema`: its tables first on the search path.
-fn log_config(url: &str, schema: &str) -> Result<Config, LogError> {
+fn log_config(url: &str, schema: &str) -> Result<Target, LogError> {
     check_schema(schema)?;
-    let mut config = Config::from_str(url).map_err(pg)?;
+    let (url, tls) = tls::split(url)?;
+    let mut config = Config::from_str(&url).map_err(pg)?;
     config.options(format!("-c search_path={schema}"));
     config.application_name("tidings");
-    Ok(config)
+    config.ssl_mode(tls.ssl_mode());
+    Ok(Target {
+        config,
+        tls: tls.connector()?,
+    })
+}
+
+/// Where and how to connect: the settings, and the TLS connector `sslmode` asks for.
+#[derive(Clone)]
+struct Target {
+    config: Config,
+    tls: MakeRustlsConnect,
 }
 
 /// Connects to the log described by `options` and applies the migrations it lacks, without
@@ -359,7 +390,7 @@ type Messages = mpsc::UnboundedReceiver<Result<AsyncMessage, tokio_postgres::Err
 /// drain requests. After a reconnection it sends a catch-up notice up to the log's newest seq
 /// (notifications sent meanwhile were lost) and requests a drain.
 struct Listener {
-    config: Config,
+    config: Target,
     schema: String,
     node: String,
     commits: broadcast::Sender<Commit>,
@@ -370,7 +401,12 @@ struct Listener {
 impl Listener {
     /// Connects and LISTENs; the connection lives as long as the returned client.
     async fn open(&self) -> Result<(Client, Messages), LogError> {
-        let (client, mut connection) = self.config.connect(NoTls).await.map_err(pg)?;
+        let (client, mut connection) = self
+            .config
+            .config
+            .connect(self.config.tls.clone())
+            .await
+            .map_err(pg)?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
@@ -721,7 +757,7 @@ impl Statements {
 struct Writer {
     client: Client,
     statements: Statements,
-    config: Config,
+    config: Target,
     schema: String,
     channel: String,
     /// This process's id in NOTIFY payloads, so the listener can skip its own.
@@ -1131,13 +1167,13 @@ fn outbox_event(row: &Row) -> Result<NewEvent, String> {
 
 /// A few connections shared round-robin; each is used concurrently by many reads.
 struct Readers {
-    config: Config,
+    config: Target,
     next: AtomicUsize,
     clients: Vec<Mutex<Arc<Client>>>,
 }
 
 impl Readers {
-    async fn connect(config: Config, size: usize) -> Result<Self, LogError> {
+    async fn connect(config: Target, size: usize) -> Result<Self, LogError> {
         let mut clients = Vec::with_capacity(size);
         for _ in 0..size {
             clients.push(Mutex::new(Arc::new(connect(&config).await?)));
