@@ -167,9 +167,7 @@ pub async fn watch(
     }
     let (topic, in_topic) = topic_expression(&spec.topic)?;
     let tx = client.transaction().await.map_err(pg)?;
-    tx.batch_execute(UNQUALIFIED)
-        .await
-        .map_err(pg)?;
+    tx.batch_execute(UNQUALIFIED).await.map_err(pg)?;
     let (oid, qualified, existing) = resolve(&tx, &spec.table).await?;
     for column in spec
         .columns
