@@ -23,41 +23,7 @@ async fn fresh() -> (Arc<dyn EventLog>, TempDir) {
     (Arc::new(log), dir)
 }
 
-log_suite::log_suite!(fresh;
-    append_assigns_increasing_seqs,
-    append_keeps_publisher_ids_and_makes_unique_ids,
-    empty_batch_is_a_no_op,
-    duplicate_of_stored_id_fails_whole_batch,
-    duplicate_within_batch_fails_whole_batch,
-    failed_batches_leave_no_seq_hole_and_no_notice,
-    concurrent_duplicate_ids_admit_exactly_one,
-    read_returns_exactly_the_range_in_order,
-    read_honours_limit,
-    read_by_topics_matches_exact_topics_including_alternates,
-    read_by_topics_never_duplicates_an_event,
-    read_with_extreme_bounds,
-    read_and_latest_with_many_topics_in_scope,
-    locate_finds_retained_ids_only,
-    latest_by_topics,
-    latest_for_all_topics,
-    prune_by_max_events,
-    prune_by_max_age_zero_and_large,
-    prune_by_max_age_splits_old_from_young,
-    prune_with_both_limits_applies_the_stricter,
-    prune_many_events,
-    prune_with_huge_max_age_keeps_everything,
-    prune_everything_then_append_continues_seq,
-    empty_log,
-    stats_track_appends,
-    commit_notice_covers_appended_events,
-    commit_notice_follows_durable_commit,
-    concurrent_appends_all_succeed_in_task_order,
-    tailing_reader_misses_nothing_under_concurrent_appends,
-    data_round_trips_byte_identical,
-    data_with_nul_round_trips,
-    fields_round_trip,
-    retry_round_trips_full_u64_range,
-);
+log_suite::log_suite!(fresh);
 
 // ---------------------------------------------------------------------------------------------
 // SQLite only: reopening the file.

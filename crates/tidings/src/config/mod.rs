@@ -46,28 +46,34 @@ impl std::fmt::Debug for StoreConfig {
                 .field("path", path)
                 .field("durability", durability)
                 .finish(),
-            // The URL may carry a password: show it without its user information.
-            Self::Postgres { url, schema } => {
-                let shown = match (url.split_once("://"), url.rfind('@')) {
-                    (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
-                    _ => url.clone(),
-                };
-                f.debug_struct("Postgres")
-                    .field("url", &shown)
-                    .field("schema", schema)
-                    .finish()
-            }
-            Self::Redis { url, prefix } => {
-                let shown = match (url.split_once("://"), url.rfind('@')) {
-                    (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
-                    _ => url.clone(),
-                };
-                f.debug_struct("Redis")
-                    .field("url", &shown)
-                    .field("prefix", prefix)
-                    .finish()
-            }
+            Self::Postgres { url, schema } => f
+                .debug_struct("Postgres")
+                .field("url", &redacted(url))
+                .field("schema", schema)
+                .finish(),
+            Self::Redis { url, prefix } => f
+                .debug_struct("Redis")
+                .field("url", &redacted(url))
+                .field("prefix", prefix)
+                .finish(),
         }
+    }
+}
+
+/// A store URL fit for logs: without its user information (`scheme://***@host...`), or, for
+/// PostgreSQL's `key=value` form, with `password=***`.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
+        (Some(_), None) => url.to_owned(),
+        (None, _) => url
+            .split_whitespace()
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => "password=***".into(),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
@@ -582,6 +588,19 @@ mod tests {
     }
 
     #[test]
+    fn store_urls_never_show_passwords() {
+        assert_eq!(
+            redacted("postgres://app:s3cret@db:5432/x?sslmode=require"),
+            "postgres://***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(
+            redacted("host=db password=s3cret user=app"),
+            "host=db password=*** user=app"
+        );
+        assert_eq!(redacted("redis://db:6379/0"), "redis://db:6379/0");
+    }
+
+    #[test]
     fn store_urls() {
         let d = Durability::Full;
         assert!(matches!(
@@ -615,7 +634,11 @@ mod tests {
             }
         );
         assert!(!format!("{r:?}").contains("pw@"), "{r:?}");
-        for bad in ["redis://h?prefix=", "redis://h?prefix=a b", "redis://h?prefix={x}"] {
+        for bad in [
+            "redis://h?prefix=",
+            "redis://h?prefix=a b",
+            "redis://h?prefix={x}",
+        ] {
             assert!(StoreConfig::parse(bad, d).is_err(), "{bad} accepted");
         }
     }

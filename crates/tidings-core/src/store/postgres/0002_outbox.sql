@@ -114,41 +114,6 @@ BEGIN
 END
 $$;
 
--- publish(topic, type, data, private, id, retry): one event on one topic; returns the outbox
--- row's id. `data` is text; a jsonb overload serializes it.
-CREATE FUNCTION publish(
-    topic text,
-    type text DEFAULT NULL,
-    data text DEFAULT '',
-    private boolean DEFAULT false,
-    id text DEFAULT NULL,
-    retry bigint DEFAULT NULL
-) RETURNS bigint
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-#variable_conflict use_variable
-DECLARE
-    row_id bigint;
-BEGIN
-    PERFORM check_event(ARRAY[topic], type, id, retry);
-    INSERT INTO outbox AS o (topics, type, data, event_id, retry, private)
-        VALUES (ARRAY[topic], type, coalesce(data, ''), id, retry, coalesce(private, false))
-        RETURNING o.id INTO row_id;
-    RETURN row_id;
-END
-$$;
-
-CREATE FUNCTION publish(
-    topic text,
-    type text,
-    data jsonb,
-    private boolean DEFAULT false,
-    id text DEFAULT NULL,
-    retry bigint DEFAULT NULL
-) RETURNS bigint
-LANGUAGE sql SET search_path FROM CURRENT AS $$
-    SELECT publish(topic, type, data::text, private, id, retry)
-$$;
-
 -- publish_to(topics, type, data, private, id, retry): one event on several topics (the first
 -- canonical, the rest Mercure's alternate topics).
 CREATE FUNCTION publish_to(
@@ -170,4 +135,30 @@ BEGIN
         RETURNING o.id INTO row_id;
     RETURN row_id;
 END
+$$;
+
+-- publish(topic, type, data, private, id, retry): one event on one topic; returns the outbox
+-- row's id. `data` is text; a jsonb overload serializes it.
+CREATE FUNCTION publish(
+    topic text,
+    type text DEFAULT NULL,
+    data text DEFAULT '',
+    private boolean DEFAULT false,
+    id text DEFAULT NULL,
+    retry bigint DEFAULT NULL
+) RETURNS bigint
+LANGUAGE sql SET search_path FROM CURRENT AS $$
+    SELECT publish_to(ARRAY[topic], type, data, private, id, retry)
+$$;
+
+CREATE FUNCTION publish(
+    topic text,
+    type text,
+    data jsonb,
+    private boolean DEFAULT false,
+    id text DEFAULT NULL,
+    retry bigint DEFAULT NULL
+) RETURNS bigint
+LANGUAGE sql SET search_path FROM CURRENT AS $$
+    SELECT publish_to(ARRAY[topic], type, data::text, private, id, retry)
 $$;
