@@ -834,43 +834,11 @@ impl Writer {
             appends.iter_mut().map(|(b, _)| std::mem::take(b)).collect();
         let result = self.try_commit_group(batches, drain).await;
         let replies = appends.drain(..).map(|(_, reply)| reply);
-        match result {
-            Ok(outcome) => {
-                if outcome.more {
-                    self.drain.request();
-                }
-                let committed: Vec<Arc<Event>> = outcome
-                    .drained
-                    .iter()
-                    .cloned()
-                    .chain(
-                        outcome
-                            .appends
-                            .iter()
-                            .filter_map(|o| o.as_ref().ok())
-                            .flatten()
-                            .cloned(),
-                    )
-                    .collect();
-                if !committed.is_empty() {
-                    let _ = commits.send(Commit {
-                        upto: outcome.upto,
-                        events: Some(committed.into()),
-                    });
-                }
-                for (reply, result) in replies.zip(outcome.appends) {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                // A failed COMMIT may still have committed; the rows are the truth, and other
-                // nodes' readers will see them. The publishers are told it failed.
-                tracing::error!(error = %e, "commit failed; the whole group is refused");
-                for reply in replies {
-                    let _ = reply.send(Err(LogError::Storage(e.to_string())));
-                }
-            }
+        if result.as_ref().is_ok_and(|o| o.more) {
+            self.drain.request();
         }
+        let result = result.map(|o| (o.drained, o.appends));
+        super::answer_group(replies, result, commits);
     }
 
     /// Runs the group's transaction: takes the append lock, moves outbox rows (when `drain`),

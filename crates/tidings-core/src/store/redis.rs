@@ -846,45 +846,22 @@ impl Writer {
         }
         let result = self.run_script(&batches).await;
         let replies = group.drain(..).map(|p| p.reply);
-        match result {
-            Ok((stored_at, outcomes)) => {
-                let mut committed: Vec<Arc<Event>> = Vec::new();
-                let mut answers = Vec::with_capacity(outcomes.len());
-                for (batch, outcome) in batches.into_iter().zip(outcomes) {
-                    answers.push(match outcome {
-                        Outcome::Stored(first) => {
-                            let events: Vec<Arc<Event>> = batch
-                                .into_iter()
-                                .enumerate()
-                                .map(|(i, new)| {
-                                    Arc::new(Event::stored(first + i as Seq, new, stored_at))
-                                })
-                                .collect();
-                            committed.extend(events.iter().cloned());
-                            Ok(events)
-                        }
-                        Outcome::Duplicate(id) => Err(LogError::DuplicateId(id)),
-                    });
-                }
-                if let Some(last) = committed.last() {
-                    let _ = commits.send(Commit {
-                        upto: last.seq,
-                        events: Some(committed.into()),
-                    });
-                }
-                for (reply, answer) in replies.zip(answers) {
-                    let _ = reply.send(answer);
-                }
-            }
-            Err(e) => {
-                // A lost reply may hide a commit that happened; the log is the truth, and the
-                // listener's wake-ups will still deliver it. The publishers are told it failed.
-                tracing::error!(error = %e, "the Redis append failed; the whole group is refused");
-                for reply in replies {
-                    let _ = reply.send(Err(LogError::Storage(e.to_string())));
-                }
-            }
-        }
+        let result = result.map(|(stored_at, outcomes)| {
+            let answers = batches
+                .into_iter()
+                .zip(outcomes)
+                .map(|(batch, outcome)| match outcome {
+                    Outcome::Stored(first) => Ok(batch
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, new)| Arc::new(Event::stored(first + i as Seq, new, stored_at)))
+                        .collect()),
+                    Outcome::Duplicate(id) => Err(LogError::DuplicateId(id)),
+                })
+                .collect();
+            (Vec::new(), answers)
+        });
+        super::answer_group(replies, result, commits);
     }
 
     /// Invokes the append script; answers the stored_at and each request's outcome.

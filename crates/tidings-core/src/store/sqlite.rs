@@ -444,32 +444,10 @@ impl Writer {
             tx.commit().map_err(storage)
         })();
         let replies = appends.drain(..).map(|(_, reply)| reply);
-        match result {
-            Ok(()) => {
-                self.next_seq = seq;
-                let committed: Vec<Arc<Event>> = outcomes
-                    .iter()
-                    .filter_map(|o| o.as_ref().ok())
-                    .flatten()
-                    .cloned()
-                    .collect();
-                if !committed.is_empty() {
-                    let _ = commits.send(Commit {
-                        upto: seq - 1,
-                        events: Some(committed.into()),
-                    });
-                }
-                for (reply, outcome) in replies.zip(outcomes) {
-                    let _ = reply.send(outcome);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "commit failed; the whole group is refused");
-                for reply in replies {
-                    let _ = reply.send(Err(LogError::Storage(e.to_string())));
-                }
-            }
+        if result.is_ok() {
+            self.next_seq = seq;
         }
+        super::answer_group(replies, result.map(|()| (Vec::new(), outcomes)), commits);
     }
 
     fn prune(&mut self, cutoff: Seq) -> Result<u64, LogError> {
