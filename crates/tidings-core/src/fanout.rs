@@ -9,14 +9,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use indexmap::IndexSet;
 use slab::Slab;
 
 use crate::event::{Event, EventId, EventType, Seq};
 use crate::mailbox::{Closed, Mailbox, Pushed};
 use crate::selector::Selector;
-use crate::sse;
+use crate::sse::{self, Frame};
 
 /// What one subscriber wants: its selectors, an optional type filter and, for private events,
 /// the selectors it is authorized for.
@@ -160,6 +159,97 @@ pub struct Fanout {
     /// The head after each dispatch, for publishers that wait until their events are visible.
     dispatched: tokio::sync::watch::Sender<Seq>,
     pub counters: FanoutCounters,
+    flush: Arc<Flush>,
+}
+
+/// Mailboxes holding frames the fan-out queued but did not write yet.
+///
+/// A dispatch only queues each frame ([`Mailbox::hold`]) and hands the mailboxes it touched to
+/// a flusher task, which writes each one's frames in one go ([`Mailbox::release`]: straight to
+/// the socket when attached, else a wake-up of the reader). When the hub keeps up, that is one
+/// write per delivery right after the dispatch; when it falls behind (events arrive while the
+/// flusher still writes), the frames of several events pile up and leave in one write per
+/// subscriber, so the cost per delivery falls as the load rises instead of the backlog growing.
+#[derive(Default)]
+struct Flush {
+    pending: Mutex<Vec<Arc<Mailbox>>>,
+    /// A spare list, so dispatches and flushes reuse their allocations.
+    spare: Mutex<Vec<Arc<Mailbox>>>,
+    notify: tokio::sync::Notify,
+    started: std::sync::atomic::AtomicBool,
+}
+
+/// Mailboxes written between two yields of the flusher, so publishes and new subscribers are
+/// served while a large fan-out is written.
+const FLUSH_SLICE: usize = 128;
+
+impl Flush {
+    fn take_list(&self) -> Vec<Arc<Mailbox>> {
+        std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Takes `held` (mailboxes to release) to the flusher task, or, outside a tokio runtime,
+    /// releases them at once.
+    fn hand_over(self: &Arc<Self>, mut held: Vec<Arc<Mailbox>>, now: tokio::time::Instant) {
+        if held.is_empty() {
+            self.put_spare(held);
+            return;
+        }
+        if !self.started.load(Ordering::Acquire) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    if !self.started.swap(true, Ordering::AcqRel) {
+                        runtime.spawn(Self::run(self.clone()));
+                    }
+                }
+                Err(_) => {
+                    for mailbox in held.drain(..) {
+                        mailbox.release(now);
+                    }
+                    self.put_spare(held);
+                    return;
+                }
+            }
+        }
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.is_empty() {
+                std::mem::swap(&mut *pending, &mut held);
+            } else {
+                pending.append(&mut held);
+            }
+        }
+        self.put_spare(held);
+        self.notify.notify_one();
+    }
+
+    fn put_spare(&self, mut list: Vec<Arc<Mailbox>>) {
+        list.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.capacity() < list.capacity() {
+            *spare = list;
+        }
+    }
+
+    /// The flusher task. It holds only this queue, never the fan-out, and ends with the runtime.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let mut list =
+                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            if list.is_empty() {
+                self.notify.notified().await;
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            for (i, mailbox) in list.drain(..).enumerate() {
+                if i > 0 && i % FLUSH_SLICE == 0 {
+                    tokio::task::yield_now().await;
+                }
+                mailbox.release(now);
+            }
+            self.put_spare(list);
+        }
+    }
 }
 
 impl Fanout {
@@ -174,6 +264,7 @@ impl Fanout {
             dispatched: tokio::sync::watch::Sender::new(head.seq),
             registry: Mutex::new(registry),
             counters: FanoutCounters::default(),
+            flush: Arc::default(),
         }
     }
 
@@ -239,13 +330,15 @@ impl Fanout {
         let reg = &mut *guard;
         let mut delivered = 0u64;
         let mut slow = 0u64;
+        let now = tokio::time::Instant::now();
+        let mut held = self.flush.take_list();
         for event in events {
             if event.seq <= reg.head {
                 continue;
             }
             reg.head = event.seq;
             reg.head_id = Some(event.id.clone());
-            let mut frame: Option<Bytes> = None;
+            let mut frame: Option<Frame> = None;
             let mut offer = |entry: &mut Entry, topic_matched: bool| {
                 if entry.stamp == event.seq {
                     return;
@@ -256,8 +349,12 @@ impl Fanout {
                 {
                     return;
                 }
-                let frame = frame.get_or_insert_with(|| sse::encode(event));
-                match entry.mailbox.push(event.seq, frame) {
+                let frame = frame.get_or_insert_with(|| sse::encode_frame(event));
+                let (pushed, first) = entry.mailbox.hold(event.seq, frame);
+                if first {
+                    held.push(entry.mailbox.clone());
+                }
+                match pushed {
                     Pushed::Queued if entry.interest.ends_on(event) => {
                         delivered += 1;
                         entry.mailbox.close(Closed::Finished);
@@ -284,6 +381,7 @@ impl Fanout {
         }
         let head = reg.head;
         drop(guard);
+        self.flush.hand_over(held, now);
         self.dispatched.send_if_modified(|h| {
             let moved = *h < head;
             *h = head;
@@ -440,6 +538,50 @@ mod tests {
         assert!(seqs(&mb).is_empty());
         assert_eq!(f.sizes(), (0, 0));
         assert_eq!(f.head().seq, 2);
+    }
+
+    /// A socket that takes everything and counts its writes.
+    #[derive(Default)]
+    struct CountingWire(std::sync::Mutex<(usize, Vec<u8>)>);
+
+    impl crate::mailbox::Wire for CountingWire {
+        fn try_write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+            let mut s = self.0.lock().unwrap();
+            s.0 += 1;
+            let mut n = 0;
+            for b in bufs {
+                s.1.extend_from_slice(b);
+                n += b.len();
+            }
+            Ok(n)
+        }
+        fn poll_write_ready(&self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn attached_subscribers_get_one_write_per_event_or_per_batch() {
+        let f = Fanout::new(Head { seq: 0, id: None });
+        let mb = sub(&f, &["a"]);
+        let wire = Arc::new(CountingWire::default());
+        mb.attach(wire.clone(), 0, tokio::time::Instant::now());
+        f.dispatch(&[ev(1, &["a"], false)]);
+        f.dispatch(&[ev(2, &["b"], false)]);
+        f.dispatch(&[
+            ev(3, &["a"], false),
+            ev(4, &["a"], false),
+            ev(5, &["a"], false),
+        ]);
+        let (writes, bytes) = std::mem::take(&mut *wire.0.lock().unwrap());
+        assert_eq!(writes, 2, "one write for the event, one for the batch");
+        let mut want = Vec::new();
+        for s in [1, 3, 4, 5] {
+            want.extend_from_slice(sse::encode_frame(&ev(s, &["a"], false)).wire());
+        }
+        assert_eq!(bytes, want);
+        assert!(mb.is_empty());
+        assert_eq!(f.counters.delivered.load(Ordering::Relaxed), 4);
     }
 
     #[test]

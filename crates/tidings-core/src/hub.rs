@@ -564,6 +564,70 @@ impl Subscription {
         &self.start_id
     }
 
+    /// Whether the preamble and the history replay are out: from here on every frame comes from
+    /// the mailbox, so the stream may be [attached](Subscription::attach) to its socket.
+    pub fn is_live(&self) -> bool {
+        self.preamble.is_none() && self.replay.is_none() && !self.done
+    }
+
+    /// Hands the stream its socket, once everything this stream yielded is written on it (as
+    /// HTTP/1.1 chunks) and nothing else will be: from now on the fan-out writes each frame
+    /// straight to it, and [`Subscription::poll_wire`] writes what the socket could not take at
+    /// once, the heartbeats and the last chunk. The stream is not polled as a `Stream` again.
+    pub fn attach(&mut self, wire: Arc<dyn crate::mailbox::Wire>) {
+        debug_assert!(self.is_live());
+        self.mailbox.attach(wire, self.sent, self.last_write);
+        self.start_id = String::new();
+    }
+
+    /// Drives an attached stream. `Ready(Ok)`: the stream ended cleanly and its last chunk is
+    /// written (the connection may serve another request); `Ready(Err)`: the socket failed and
+    /// the connection must be dropped; `Pending`: waiting for frames, for room in the socket or
+    /// for the next heartbeat.
+    pub fn poll_wire(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(end) = &mut self.end {
+            if end.as_mut().poll(cx).is_ready() {
+                self.end = None;
+                self.mailbox.finish();
+            }
+        }
+        while self.heartbeat.as_mut().poll(cx).is_ready() {
+            let last = self.mailbox.last_write().unwrap_or(self.last_write);
+            let due = last + self.heartbeat_every;
+            let now = Instant::now();
+            if due <= now {
+                self.mailbox.heartbeat();
+                self.heartbeat.as_mut().reset(now + self.heartbeat_every);
+            } else {
+                self.heartbeat.as_mut().reset(due);
+            }
+        }
+        match ready!(self.mailbox.poll_wire(cx)) {
+            Ok(reason) => {
+                if reason == Closed::Slow {
+                    tracing::debug!("subscriber fell behind; stream cut");
+                }
+                self.done = true;
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                self.done = true;
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    /// For a write-stall timeout on an attached stream: whether bytes wait for the socket, and
+    /// how many were written so far.
+    pub fn wire_backlog(&self) -> (bool, u64) {
+        self.mailbox.wire_backlog()
+    }
+
+    /// Takes the socket back from an attached stream that ended.
+    pub fn detach(&mut self) -> Option<Arc<dyn crate::mailbox::Wire>> {
+        self.mailbox.detach()
+    }
+
     fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, LogError>>> {
         while let Some(replay) = &mut self.replay {
             let pending = replay.pending.get_or_insert_with(|| {

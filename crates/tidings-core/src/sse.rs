@@ -1,7 +1,7 @@
 //! Event -> SSE frame bytes (the WHATWG `text/event-stream` format). Each event is encoded once
 //! and the same [`Bytes`] go to every subscriber.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::event::Event;
 
@@ -12,16 +12,93 @@ pub const HEARTBEAT: &[u8] = b":\n\n";
 /// the data (CRLF, CR and LF all end a line), then the blank line that dispatches it.
 pub fn encode(event: &Event) -> Bytes {
     let mut buf = BytesMut::with_capacity(event.data.len() + event.id.as_str().len() + 48);
-    put_field(&mut buf, b"id", event.id.as_str().as_bytes());
+    put_event(&mut buf, event);
+    buf.freeze()
+}
+
+fn put_event(buf: &mut BytesMut, event: &Event) {
+    put_field(buf, b"id", event.id.as_str().as_bytes());
     if let Some(kind) = &event.kind {
-        put_field(&mut buf, b"event", kind.as_str().as_bytes());
+        put_field(buf, b"event", kind.as_str().as_bytes());
     }
     if let Some(retry) = event.retry {
-        put_field(&mut buf, b"retry", retry.to_string().as_bytes());
+        put_field(buf, b"retry", retry.to_string().as_bytes());
     }
-    put_data(&mut buf, &event.data);
+    put_data(buf, &event.data);
     buf.put_u8(b'\n');
-    buf.freeze()
+}
+
+/// The heartbeat as one HTTP/1.1 chunk, for a stream written straight to its socket.
+pub const HEARTBEAT_CHUNK: &[u8] = b"3\r\n:\n\n\r\n";
+
+/// The last chunk of an HTTP/1.1 chunked body: the stream ends cleanly.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// One event's SSE frame, encoded once and framed as one HTTP/1.1 chunk (`{size:x}\r\n`, the
+/// frame, `\r\n`): a stream written straight to its socket sends [`Frame::wire`] as it is, one
+/// written through an HTTP library sends [`Frame::payload`] (the same memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    wire: Bytes,
+    /// Length of the chunk-size line.
+    head: u8,
+}
+
+impl Frame {
+    /// Frames `payload` (SSE bytes) as one HTTP/1.1 chunk.
+    pub fn from_payload(payload: &[u8]) -> Self {
+        let head = format!("{:x}\r\n", payload.len());
+        let mut buf = BytesMut::with_capacity(head.len() + payload.len() + 2);
+        buf.put_slice(head.as_bytes());
+        buf.put_slice(payload);
+        buf.put_slice(b"\r\n");
+        Self {
+            wire: buf.freeze(),
+            head: head.len() as u8,
+        }
+    }
+
+    /// The frame as one HTTP/1.1 chunk.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// The SSE bytes alone, without the chunk framing.
+    pub fn payload(&self) -> Bytes {
+        self.wire.slice(usize::from(self.head)..self.wire.len() - 2)
+    }
+
+    /// The SSE bytes alone, borrowed.
+    pub fn payload_slice(&self) -> &[u8] {
+        &self.wire[usize::from(self.head)..self.wire.len() - 2]
+    }
+}
+
+/// Most bytes of a chunk-size line: 16 hex digits and CRLF.
+const CHUNK_HEAD_MAX: usize = 18;
+
+/// [`encode`], framed as one HTTP/1.1 chunk (see [`Frame`]), in one allocation.
+pub fn encode_frame(event: &Event) -> Frame {
+    let mut buf = BytesMut::with_capacity(
+        CHUNK_HEAD_MAX + event.data.len() + event.id.as_str().len() + 48 + 2,
+    );
+    buf.put_slice(&[0u8; CHUNK_HEAD_MAX]);
+    put_event(&mut buf, event);
+    let len = buf.len() - CHUNK_HEAD_MAX;
+    // The frame is never empty (it has at least `id` and `data` lines), so no leading zero.
+    let digits = ((usize::BITS - len.leading_zeros()).div_ceil(4) as usize).max(1);
+    let start = CHUNK_HEAD_MAX - digits - 2;
+    for (i, slot) in buf[start..start + digits].iter_mut().enumerate() {
+        *slot = b"0123456789abcdef"[(len >> (4 * (digits - 1 - i))) & 0xf];
+    }
+    buf[CHUNK_HEAD_MAX - 2..CHUNK_HEAD_MAX].copy_from_slice(b"\r\n");
+    buf.put_slice(b"\r\n");
+    let mut wire = buf.freeze();
+    wire.advance(start);
+    Frame {
+        wire,
+        head: (digits + 2) as u8,
+    }
 }
 
 /// Encodes a hub notice: a named event without an id, so it does not move the client's
@@ -142,6 +219,27 @@ mod tests {
     #[test]
     fn empty_data_still_dispatches() {
         assert_eq!(&encode(&event("", None, None))[..], b"id: e1\ndata: \n\n");
+    }
+
+    #[test]
+    fn frames_are_one_http_chunk_around_the_same_bytes() {
+        for len in [0, 1, 9, 10, 200, 4000, 70_000] {
+            let e = event(&"x".repeat(len), Some("t"), Some(5));
+            let frame = encode_frame(&e);
+            let plain = encode(&e);
+            assert_eq!(frame.payload(), plain);
+            assert_eq!(frame.payload_slice(), &plain[..]);
+            let wire = frame.wire();
+            let eol = wire.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = std::str::from_utf8(&wire[..eol]).unwrap();
+            assert_eq!(size, format!("{:x}", plain.len()), "no leading zeros");
+            assert_eq!(&wire[eol + 2..wire.len() - 2], &plain[..]);
+            assert!(wire.ends_with(b"\r\n"));
+        }
+        assert_eq!(
+            HEARTBEAT_CHUNK,
+            format!("{:x}\r\n:\n\n\r\n", HEARTBEAT.len()).as_bytes()
+        );
     }
 
     #[test]

@@ -8,14 +8,18 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::Extension;
+use bytes::Bytes;
 use tidings_core::event::{EventId, EventType};
 use tidings_core::fanout::{Interest, Presence};
 use tidings_core::hub::Start;
+use tidings_core::log::LogError;
 use tidings_core::selector::Selector;
 
 use super::error::ApiError;
 use super::{form, link_header, presence, AppState};
 use crate::config::Limits;
+use crate::net::{LiveStream, Takeover};
 
 /// Most `type` and `until` parameters in one request.
 const MAX_TYPE_FILTERS: usize = 64;
@@ -187,11 +191,12 @@ pub fn parse_request(
 pub async fn subscribe(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
+    takeover: Option<Extension<Takeover>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
     request.authorize(&state, &headers).await?;
-    stream(&state, request).await
+    stream(&state, request, takeover.map(|t| t.0)).await
 }
 
 /// `GET /events/{topic}`.
@@ -199,14 +204,19 @@ pub async fn subscribe_to_path(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
+    takeover: Option<Extension<Takeover>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut request = parse_request(query.as_deref(), &headers, Some(&topic), &state.limits)?;
     request.authorize(&state, &headers).await?;
-    stream(&state, request).await
+    stream(&state, request, takeover.map(|t| t.0)).await
 }
 
-async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError> {
+async fn stream(
+    state: &AppState,
+    request: Request,
+    takeover: Option<Takeover>,
+) -> Result<Response, ApiError> {
     let departure = match (&request.interest.presence, state.subscription_events) {
         (Some(presence), true) => {
             let selectors: Vec<String> = request
@@ -244,10 +254,22 @@ async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError
     let start_id = HeaderValue::from_bytes(subscription.start_id().as_bytes())
         .map_err(|_| ApiError::Internal("stored id is not a valid header value".into()))?;
     let (link_name, link_value) = link_header();
-    let mut response = Response::new(Body::from_stream(Guarded {
-        inner: subscription,
-        _guard: departure,
-    }));
+    let body = match takeover {
+        // Served by our own accept loop: the live part of the stream is written straight from
+        // the fan-out to the socket (see `net::live`).
+        Some(takeover) => Body::new(SseBody {
+            live: Some(LiveStream {
+                subscription,
+                guard: departure.map(|d| Box::new(d) as Box<dyn Send>),
+            }),
+            takeover,
+        }),
+        None => Body::from_stream(Guarded {
+            inner: subscription,
+            _guard: departure,
+        }),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
     h.insert(
@@ -263,6 +285,45 @@ async fn stream(state: &AppState, request: Request) -> Result<Response, ApiError
     h.insert(HeaderName::from_static("mercure-last-event-id"), start_id);
     h.insert(link_name, HeaderValue::from_static(link_value));
     Ok(response)
+}
+
+/// The body of an SSE response served by our accept loop: the preamble and the history replay
+/// as data frames, then, once live, the subscription is handed to the connection, and the body
+/// yields nothing more (hyper drops it with the rest of its state). The connection then writes
+/// HTTP/1.1 chunks itself, so no layer may re-encode this body (compression, say).
+struct SseBody {
+    live: Option<LiveStream>,
+    takeover: Takeover,
+}
+
+impl hyper::body::Body for SseBody {
+    type Data = Bytes;
+    type Error = LogError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, LogError>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let Some(live) = &mut this.live else {
+            return Poll::Pending;
+        };
+        if live.subscription.is_live() {
+            if let Some(live) = this.live.take() {
+                this.takeover.offer(live);
+            }
+            return Poll::Pending;
+        }
+        match futures_util::ready!(futures_util::Stream::poll_next(
+            std::pin::Pin::new(&mut live.subscription),
+            cx
+        )) {
+            Some(Ok(bytes)) => Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes)))),
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => Poll::Ready(None),
+        }
+    }
 }
 
 /// A stream that holds `_guard` for as long as the response body lives.

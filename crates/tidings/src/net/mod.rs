@@ -8,24 +8,30 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, Method, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 pub mod limits;
+pub mod live;
 pub mod stall;
 
 pub use limits::{ConnectionGuard, ConnectionLimits, Refusal};
+pub use live::{LiveStream, Takeover};
 pub use stall::WriteStall;
 
 /// Connections being refused at once; past this, a refused connection is closed unanswered.
@@ -211,52 +217,119 @@ struct Connection {
 
 impl Connection {
     /// Serves requests until the connection closes; with a refusal, answers every request with
-    /// it (the connection is not kept alive).
+    /// it (the connection is not kept alive). A live SSE stream offered by its response body is
+    /// taken over from hyper (see [`live`]); when it ends cleanly the connection goes back to
+    /// hyper for the next request.
     async fn run(self, refusal: Option<Refusal>) {
         let Self {
-            tcp,
+            mut tcp,
             peer,
             router,
             builders,
             options,
             mut close,
         } = self;
-        let io = TokioIo::new(WriteStall::new(tcp, options.write_stall_timeout));
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            let router = router.clone();
-            async move {
-                if let Some(refusal) = refusal {
-                    return Ok::<Response, Infallible>(refusal.error().into_response());
-                }
-                request.extensions_mut().insert(ConnectInfo(peer));
-                router.oneshot(request).await
-            }
-        });
         let builder = if refusal.is_some() {
             &builders.1
         } else {
             &builders.0
         };
-        let mut conn = pin!(builder.serve_connection(io, service));
-        let closing = async {
-            // An error means the accept loop is gone: shut down gracefully all the same.
-            let _ = close.wait_for(|closing| *closing).await;
-        };
-        let finished = tokio::select! {
-            result = conn.as_mut() => Some(result),
-            () = closing => None,
-        };
-        let result = match finished {
-            Some(result) => result,
-            None => {
+        loop {
+            let link = live::Link::new(tcp, options.write_stall_timeout);
+            let io = TokioIo::new(live::HyperIo(link.clone()));
+            let service = {
+                let router = router.clone();
+                let link = link.clone();
+                hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                    let router = router.clone();
+                    if refusal.is_none()
+                        && request.method() == Method::GET
+                        && request.version() == Version::HTTP_11
+                    {
+                        let close = request
+                            .headers()
+                            .get_all(header::CONNECTION)
+                            .iter()
+                            .any(|v| has_token(v.as_bytes(), b"close"));
+                        link.keep_alive.store(!close, Ordering::Relaxed);
+                        request
+                            .extensions_mut()
+                            .insert(live::Takeover(link.clone()));
+                    }
+                    async move {
+                        if let Some(refusal) = refusal {
+                            return Ok::<Response, Infallible>(refusal.error().into_response());
+                        }
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        router.oneshot(request).await
+                    }
+                })
+            };
+            let mut conn = Box::pin(builder.serve_connection(io, service));
+            let mut closing = *close.borrow();
+            if closing {
                 conn.as_mut().graceful_shutdown();
-                conn.await
             }
-        };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, cause = ?std::error::Error::source(&e), "connection closed on an error");
+            let step = loop {
+                let serving = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                        return Poll::Ready(Step::Finished(result));
+                    }
+                    match link.take_offered() {
+                        Some(live) => Poll::Ready(Step::Live(Box::new(live))),
+                        None => Poll::Pending,
+                    }
+                });
+                tokio::select! {
+                    step = serving => break step,
+                    // An error means the accept loop is gone: shut down gracefully all the same.
+                    _ = close.wait_for(|closing| *closing), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            let live = match step {
+                Step::Finished(result) => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, cause = ?std::error::Error::source(&e), "connection closed on an error");
+                    }
+                    return;
+                }
+                Step::Live(live) => live,
+            };
+            // hyper has written everything before the live frames: drop its state (and its
+            // buffers) and take the socket back.
+            drop(conn);
+            let keep_alive = link.keep_alive.load(Ordering::Relaxed);
+            let Some(socket) = link.into_tcp() else {
+                tracing::warn!(%peer, "socket still shared after the hand-over; closing");
+                return;
+            };
+            match live::run(socket, *live, options.write_stall_timeout, peer).await {
+                live::Ended::Clean(socket) if keep_alive && !*close.borrow() => tcp = socket,
+                live::Ended::Clean(mut socket) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+                    return;
+                }
+                live::Ended::Dropped => return,
+            }
         }
     }
+}
+
+/// What serving a connection with hyper came to.
+enum Step {
+    Finished(hyper::Result<()>),
+    /// A response body offered its live stream, and hyper has flushed everything before it.
+    Live(Box<LiveStream>),
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitively).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
@@ -270,5 +343,13 @@ mod tests {
         assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
         assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
         assert_eq!(key("::1"), "::");
+    }
+
+    #[test]
+    fn connection_tokens() {
+        assert!(has_token(b"close", b"close"));
+        assert!(has_token(b"keep-alive, Close", b"close"));
+        assert!(!has_token(b"keep-alive", b"close"));
+        assert!(!has_token(b"closed", b"close"));
     }
 }

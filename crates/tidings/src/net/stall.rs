@@ -36,6 +36,11 @@ impl<T> WriteStall<T> {
         }
     }
 
+    /// The wrapped I/O object.
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+
     fn watch<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if poll.is_ready() {
             self.armed = false;

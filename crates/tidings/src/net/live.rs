@@ -1,0 +1,265 @@
+//! Live SSE streams written straight from the fan-out to their sockets.
+//!
+//! hyper serves the request and writes the response head, the preamble and any history replay
+//! (as HTTP/1.1 chunks). Once the subscription is live (every later frame comes from its
+//! mailbox) and hyper has flushed all it had, the connection task takes the socket back from
+//! hyper, drops hyper's connection state (its read and write buffers among it), and attaches
+//! the socket to the subscriber's mailbox: from then on the fan-out writes each event's chunk
+//! to the socket itself, without waking this task, and the task only wakes for what the socket
+//! could not take at once, heartbeats, the end of the stream, or the peer hanging up. When the
+//! stream ends cleanly its last chunk is written and the connection goes back to hyper for the
+//! next request (or is closed, when the request asked for that).
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tidings_core::hub::Subscription;
+use tidings_core::mailbox::Wire;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::stall::WriteStall;
+
+/// A live stream offered to its connection: the subscription, and whatever must live as long
+/// as it does (a presence departure notice, say).
+pub struct LiveStream {
+    pub subscription: Subscription,
+    pub guard: Option<Box<dyn Send>>,
+}
+
+/// The request extension through which a response body hands its live stream to the
+/// connection. Present only on requests whose response may be taken over (HTTP/1.1 `GET`).
+#[derive(Clone)]
+pub struct Takeover(pub(super) Arc<Link>);
+
+impl Takeover {
+    /// Offers `live`; the body must yield nothing more (it is dropped with hyper's state).
+    pub fn offer(&self, live: LiveStream) {
+        *lock(&self.0.offered) = Some(live);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What hyper's I/O and the connection task share.
+pub(super) struct Link {
+    io: Mutex<WriteStall<TcpStream>>,
+    /// hyper has flushed everything it wrote (`poll_flush` done, no write since).
+    flushed: AtomicBool,
+    offered: Mutex<Option<LiveStream>>,
+    /// The request being served allows the connection to be kept alive.
+    pub(super) keep_alive: AtomicBool,
+}
+
+impl Link {
+    pub(super) fn new(tcp: TcpStream, stall: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            io: Mutex::new(WriteStall::new(tcp, stall)),
+            flushed: AtomicBool::new(true),
+            offered: Mutex::new(None),
+            keep_alive: AtomicBool::new(true),
+        })
+    }
+
+    /// The offered stream, once hyper has flushed everything before it.
+    pub(super) fn take_offered(&self) -> Option<LiveStream> {
+        if !self.flushed.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.offered).take()
+    }
+
+    /// The socket back, once hyper's state (which shares this link) is dropped.
+    pub(super) fn into_tcp(self: Arc<Self>) -> Option<TcpStream> {
+        let link = Arc::into_inner(self)?;
+        Some(
+            link.io
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .into_inner(),
+        )
+    }
+}
+
+/// hyper's view of the socket.
+pub(super) struct HyperIo(pub(super) Arc<Link>);
+
+impl AsyncRead for HyperIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0.io)).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HyperIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.flushed.store(false, Ordering::Release);
+        Pin::new(&mut *lock(&self.0.io)).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.0.flushed.store(false, Ordering::Release);
+        Pin::new(&mut *lock(&self.0.io)).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper flushes its socket only once its own buffer is empty.
+        let poll = Pin::new(&mut *lock(&self.0.io)).poll_flush(cx);
+        if matches!(poll, Poll::Ready(Ok(()))) {
+            self.0.flushed.store(true, Ordering::Release);
+        }
+        poll
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0.io)).poll_shutdown(cx)
+    }
+}
+
+/// The socket as the fan-out writes it.
+struct TcpWire(TcpStream);
+
+impl Wire for TcpWire {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_write_ready(cx)
+    }
+}
+
+/// How a live stream ended.
+pub(super) enum Ended {
+    /// Cleanly, its last chunk written: the socket, for the next request.
+    Clean(TcpStream),
+    /// The peer hung up, the socket failed or stalled: drop the connection.
+    Dropped,
+}
+
+/// Runs `live` on `tcp` until it ends.
+pub(super) async fn run(
+    tcp: TcpStream,
+    live: LiveStream,
+    stall: Duration,
+    peer: std::net::SocketAddr,
+) -> Ended {
+    let LiveStream {
+        mut subscription,
+        guard,
+    } = live;
+    let wire = Arc::new(TcpWire(tcp));
+    subscription.attach(wire.clone());
+    let mut watch = Watch {
+        wire: &wire,
+        subscription: &mut subscription,
+        stall,
+        timer: None,
+        progress: 0,
+    };
+    let outcome = std::future::poll_fn(|cx| watch.poll(cx)).await;
+    let detached = subscription.detach();
+    drop(subscription);
+    drop(guard);
+    drop(detached);
+    match outcome {
+        Ok(()) => match Arc::into_inner(wire) {
+            Some(TcpWire(tcp)) => Ended::Clean(tcp),
+            None => Ended::Dropped,
+        },
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "live stream closed on an error");
+            Ended::Dropped
+        }
+    }
+}
+
+/// The stream, the peer's side of the socket and the write-stall timeout, polled together.
+struct Watch<'a> {
+    wire: &'a Arc<TcpWire>,
+    subscription: &'a mut Subscription,
+    stall: Duration,
+    /// Armed while bytes wait for the socket.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Bytes written when the timer was last armed.
+    progress: u64,
+}
+
+impl Watch<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Poll::Ready(result) = self.subscription.poll_wire(cx) {
+            return Poll::Ready(result);
+        }
+        // The peer sends nothing while it reads a stream: data or the end of it means it is
+        // gone (or breaking the protocol); hyper would close the connection too.
+        loop {
+            match self.wire.0.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+            let mut buf = [0u8; 64];
+            match self.wire.0.try_read(&mut buf) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the peer sent data during a stream",
+                    )))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        let (waiting, written) = self.subscription.wire_backlog();
+        if !waiting {
+            self.timer = None;
+            return Poll::Pending;
+        }
+        let deadline = Instant::now() + self.stall;
+        match &mut self.timer {
+            Some(timer) if written == self.progress => {
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the peer accepted no bytes for {:?}", self.stall),
+                    )));
+                }
+            }
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                let _ = timer.as_mut().poll(cx);
+            }
+            None => {
+                let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+                let _ = timer.as_mut().poll(cx);
+                self.timer = Some(timer);
+            }
+        }
+        self.progress = written;
+        Poll::Pending
+    }
+}
