@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
 use tidings_core::hub::Subscription;
 use tidings_core::mailbox::Wire;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -52,6 +53,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What hyper's I/O and the connection task share.
 pub(super) struct Link {
     io: Mutex<WriteStall<TcpStream>>,
+    /// Bytes the peer sent that were read before hyper served this connection (a request it
+    /// pipelined behind a live stream): hyper reads them before the socket.
+    unread: Mutex<Bytes>,
     /// hyper has flushed everything it wrote (`poll_flush` done, no write since).
     flushed: AtomicBool,
     offered: Mutex<Option<LiveStream>>,
@@ -60,9 +64,10 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub(super) fn new(tcp: TcpStream, stall: Duration) -> Arc<Self> {
+    pub(super) fn new(tcp: TcpStream, stall: Duration, unread: Bytes) -> Arc<Self> {
         Arc::new(Self {
             io: Mutex::new(WriteStall::new(tcp, stall)),
+            unread: Mutex::new(unread),
             flushed: AtomicBool::new(true),
             offered: Mutex::new(None),
             keep_alive: AtomicBool::new(true),
@@ -77,15 +82,17 @@ impl Link {
         lock(&self.offered).take()
     }
 
-    /// The socket back, once hyper's state (which shares this link) is dropped.
-    pub(super) fn into_tcp(self: Arc<Self>) -> Option<TcpStream> {
+    /// The socket back, once hyper's state (which shares this link) is dropped, with the
+    /// bytes read ahead of it that hyper did not read yet.
+    pub(super) fn into_tcp(self: Arc<Self>) -> Option<(TcpStream, Bytes)> {
         let link = Arc::into_inner(self)?;
-        Some(
-            link.io
-                .into_inner()
-                .unwrap_or_else(|p| p.into_inner())
-                .into_inner(),
-        )
+        let unread = link.unread.into_inner().unwrap_or_else(|p| p.into_inner());
+        let tcp = link
+            .io
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_inner();
+        Some((tcp, unread))
     }
 }
 
@@ -98,6 +105,15 @@ impl AsyncRead for HyperIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        {
+            let mut unread = lock(&self.0.unread);
+            if !unread.is_empty() {
+                let n = unread.len().min(buf.remaining());
+                buf.put_slice(&unread[..n]);
+                unread.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+        }
         Pin::new(&mut *lock(&self.0.io)).poll_read(cx, buf)
     }
 }
@@ -154,15 +170,21 @@ impl Wire for TcpWire {
 
 /// How a live stream ended.
 pub(super) enum Ended {
-    /// Cleanly, its last chunk written: the socket, for the next request.
-    Clean(TcpStream),
+    /// Cleanly, its last chunk written: the socket, for the next request, and what the peer
+    /// sent meanwhile (the next request, pipelined), to be read before the socket.
+    Clean(TcpStream, Bytes),
     /// The peer hung up, the socket failed or stalled: drop the connection.
     Dropped,
 }
 
-/// Runs `live` on `tcp` until it ends.
+/// Most bytes read from the peer during a stream; they wait for the next request.
+const READ_AHEAD: usize = 16 * 1024;
+
+/// Runs `live` on `tcp` until it ends. `unread` holds what the peer sent that hyper read but
+/// did not use yet (a request pipelined behind this one).
 pub(super) async fn run(
     tcp: TcpStream,
+    unread: Bytes,
     live: LiveStream,
     stall: Duration,
     peer: std::net::SocketAddr,
@@ -179,15 +201,17 @@ pub(super) async fn run(
         stall,
         timer: None,
         progress: 0,
+        unread: BytesMut::from(unread),
     };
     let outcome = std::future::poll_fn(|cx| watch.poll(cx)).await;
+    let unread = std::mem::take(&mut watch.unread).freeze();
     let detached = subscription.detach();
     drop(subscription);
     drop(guard);
     drop(detached);
     match outcome {
         Ok(()) => match Arc::into_inner(wire) {
-            Some(TcpWire(tcp)) => Ended::Clean(tcp),
+            Some(TcpWire(tcp)) => Ended::Clean(tcp, unread),
             None => Ended::Dropped,
         },
         Err(e) => {
@@ -206,6 +230,8 @@ struct Watch<'a> {
     timer: Option<Pin<Box<Sleep>>>,
     /// Bytes written when the timer was last armed.
     progress: u64,
+    /// What the peer sent during the stream (or before it, unread by hyper).
+    unread: BytesMut,
 }
 
 impl Watch<'_> {
@@ -213,23 +239,20 @@ impl Watch<'_> {
         if let Poll::Ready(result) = self.subscription.poll_wire(cx) {
             return Poll::Ready(result);
         }
-        // The peer sends nothing while it reads a stream: data or the end of it means it is
-        // gone (or breaking the protocol); hyper would close the connection too.
-        loop {
+        // The peer sends nothing while it reads a stream, but for a request it pipelines
+        // behind it: like hyper, keep the first bytes for after the stream, and watch the socket
+        // for the peer hanging up only while nothing waits (once bytes wait, a hang-up shows as
+        // a failed write).
+        while self.unread.is_empty() {
             match self.wire.0.poll_read_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => break,
             }
-            let mut buf = [0u8; 64];
+            let mut buf = [0u8; READ_AHEAD];
             match self.wire.0.try_read(&mut buf) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
-                Ok(_) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the peer sent data during a stream",
-                    )))
-                }
+                Ok(n) => self.unread.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }

@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
@@ -234,8 +234,10 @@ impl Connection {
         } else {
             &builders.0
         };
+        // What the peer sent during a live stream (a pipelined request): hyper reads it first.
+        let mut unread = bytes::Bytes::new();
         loop {
-            let link = live::Link::new(tcp, options.write_stall_timeout);
+            let link = live::Link::new(tcp, options.write_stall_timeout, unread);
             let io = TokioIo::new(live::HyperIo(link.clone()));
             let service = {
                 let router = router.clone();
@@ -245,6 +247,9 @@ impl Connection {
                     if refusal.is_none()
                         && request.method() == Method::GET
                         && request.version() == Version::HTTP_11
+                        // A request with a body (odd for a GET) stays with hyper, which reads
+                        // or discards the body before the next request.
+                        && hyper::body::Body::is_end_stream(request.body())
                     {
                         let close = request
                             .headers()
@@ -299,16 +304,27 @@ impl Connection {
                 Step::Live(live) => live,
             };
             // hyper has written everything before the live frames: drop its state (and its
-            // buffers) and take the socket back.
-            drop(conn);
+            // buffers) and take the socket back, with what hyper read but did not use (a
+            // request pipelined behind this one).
+            let read_ahead = Pin::into_inner(conn).into_parts().read_buf;
             let keep_alive = link.keep_alive.load(Ordering::Relaxed);
-            let Some(socket) = link.into_tcp() else {
+            let Some((socket, rest)) = link.into_tcp() else {
                 tracing::warn!(%peer, "socket still shared after the hand-over; closing");
                 return;
             };
-            match live::run(socket, *live, options.write_stall_timeout, peer).await {
-                live::Ended::Clean(socket) if keep_alive && !*close.borrow() => tcp = socket,
-                live::Ended::Clean(mut socket) => {
+            let ahead = if rest.is_empty() {
+                read_ahead
+            } else {
+                let mut both = bytes::BytesMut::from(read_ahead);
+                both.extend_from_slice(&rest);
+                both.freeze()
+            };
+            match live::run(socket, ahead, *live, options.write_stall_timeout, peer).await {
+                live::Ended::Clean(socket, ahead) if keep_alive && !*close.borrow() => {
+                    tcp = socket;
+                    unread = ahead;
+                }
+                live::Ended::Clean(mut socket, _) => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
                     return;
                 }
