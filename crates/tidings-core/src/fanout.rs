@@ -175,8 +175,16 @@ struct Flush {
     pending: Mutex<Vec<Arc<Mailbox>>>,
     /// A spare list, so dispatches and flushes reuse their allocations.
     spare: Mutex<Vec<Arc<Mailbox>>>,
-    notify: tokio::sync::Notify,
+    /// Shared with the flusher task, which holds the queue only weakly: when the fan-out goes,
+    /// the queue's drop wakes the task and it ends.
+    notify: Arc<tokio::sync::Notify>,
     started: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        self.notify.notify_one();
+    }
 }
 
 /// Mailboxes written between two yields of the flusher, so publishes and new subscribers are
@@ -199,7 +207,7 @@ impl Flush {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
                     if !self.started.swap(true, Ordering::AcqRel) {
-                        runtime.spawn(Self::run(self.clone()));
+                        runtime.spawn(Self::run(Arc::downgrade(self), self.notify.clone()));
                     }
                 }
                 Err(_) => {
@@ -231,13 +239,16 @@ impl Flush {
         }
     }
 
-    /// The flusher task. It holds only this queue, never the fan-out, and ends with the runtime.
-    async fn run(self: Arc<Self>) {
+    /// The flusher task. It holds this queue only weakly and never the fan-out, so it ends
+    /// when the fan-out is dropped (or with the runtime).
+    async fn run(flush: std::sync::Weak<Self>, notify: Arc<tokio::sync::Notify>) {
         loop {
+            let Some(this) = flush.upgrade() else { return };
             let mut list =
-                std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+                std::mem::take(&mut *this.pending.lock().unwrap_or_else(|p| p.into_inner()));
             if list.is_empty() {
-                self.notify.notified().await;
+                drop(this);
+                notify.notified().await;
                 continue;
             }
             let now = tokio::time::Instant::now();
@@ -247,7 +258,7 @@ impl Flush {
                 }
                 mailbox.release(now);
             }
-            self.put_spare(list);
+            this.put_spare(list);
         }
     }
 }
