@@ -41,6 +41,44 @@ const LATEST_SCAN: usize = 10_000;
 
 /// Events read from the log per history page.
 const PAGE: usize = 512;
+/// About how many bytes of event data one history read may bring into memory: events may each be
+/// as large as the body limit, so reads are sized by the events seen so far (see [`Pager`]).
+const PAGE_BYTES: usize = 4 << 20;
+/// Events in a history read before any size is known.
+const FIRST_PAGE: usize = 16;
+
+/// Sizes successive history reads so a page holds about [`PAGE_BYTES`] of data: a replay of
+/// 1 MiB events reads 4 at a time, one of 100-byte events [`PAGE`] at a time. `short` tells
+/// whether a read returned less than it asked for (the end of the range).
+#[derive(Debug, Clone, Copy)]
+struct Pager {
+    limit: usize,
+}
+
+impl Pager {
+    fn new() -> Self {
+        Self { limit: FIRST_PAGE }
+    }
+
+    fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Records a page just read; returns whether it was short (the range is exhausted).
+    fn saw(&mut self, batch: &[Arc<Event>]) -> bool {
+        let short = batch.len() < self.limit;
+        if !batch.is_empty() {
+            // Topics and ids count too; 64 bytes stands for the rest of an event.
+            let bytes: usize = batch
+                .iter()
+                .map(|e| e.data.len() + e.id.as_str().len() + 64)
+                .sum();
+            let each = (bytes / batch.len()).max(1);
+            self.limit = (PAGE_BYTES / each).clamp(1, PAGE);
+        }
+        short
+    }
+}
 
 /// Tunables of a hub.
 #[derive(Debug, Clone)]
@@ -314,13 +352,17 @@ impl Hub {
         // Scan at most LATEST_SCAN events back (from the oldest end of that window, since the
         // log is read forward), so a rare type cannot make one request read the whole log.
         let (mut after, mut best) = (before.saturating_sub(LATEST_SCAN as Seq + 1), None);
+        let mut pager = Pager::new();
         loop {
-            let batch = self.log.read(after, before - 1, &scope, PAGE).await?;
+            let batch = self
+                .log
+                .read(after, before - 1, &scope, pager.limit())
+                .await?;
+            let short = pager.saw(&batch);
             let Some(last) = batch.last() else {
                 return Ok(best);
             };
             after = last.seq;
-            let short = batch.len() < PAGE;
             if let Some(e) = batch.into_iter().rev().find(|e| interest.admits(e)) {
                 best = Some(e);
             }
@@ -361,6 +403,7 @@ impl Hub {
         let replay = (cursor.after < head.seq && !finish).then(|| Replay {
             upto: head.seq,
             pending: None,
+            pager: Pager::new(),
         });
         Ok(Subscription {
             log: self.log.clone(),
@@ -435,11 +478,15 @@ impl Hub {
             }
             let head = self.fanout.head();
             let mut read_to = after;
+            let mut pager = Pager::new();
             while read_to < head.seq && page.events.len() <= limit {
-                let batch = self.log.read(read_to, head.seq, &scope, PAGE).await?;
+                let batch = self
+                    .log
+                    .read(read_to, head.seq, &scope, pager.limit())
+                    .await?;
+                let short = pager.saw(&batch);
                 let Some(last) = batch.last() else { break };
                 read_to = last.seq;
-                let short = batch.len() < PAGE;
                 page.events
                     .extend(batch.into_iter().filter(|e| interest.wants(e)));
                 if short {
@@ -527,6 +574,7 @@ type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<Arc<Event>>, LogError>>
 struct Replay {
     upto: Seq,
     pending: Option<ReadFuture>,
+    pager: Pager,
 }
 
 /// A live subscription: a stream of SSE bytes (history first, then live frames, heartbeats
@@ -631,25 +679,27 @@ impl Subscription {
     fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, LogError>>> {
         while let Some(replay) = &mut self.replay {
             let pending = replay.pending.get_or_insert_with(|| {
-                let (log, scope, after, upto) = (
+                let (log, scope, after, upto, limit) = (
                     self.log.clone(),
                     self.interest.scope(),
                     self.sent,
                     replay.upto,
+                    replay.pager.limit(),
                 );
-                Box::pin(async move { log.read(after, upto, &scope, PAGE).await })
+                Box::pin(async move { log.read(after, upto, &scope, limit).await })
             });
             let batch = match ready!(pending.as_mut().poll(cx)) {
                 Ok(batch) => batch,
                 Err(e) => return Poll::Ready(Some(Err(e))),
             };
             replay.pending = None;
+            let short = replay.pager.saw(&batch);
             let Some(last) = batch.last() else {
                 self.replay = None;
                 break;
             };
             self.sent = last.seq;
-            if batch.len() < PAGE || self.sent >= replay.upto {
+            if short || self.sent >= replay.upto {
                 self.replay = None;
             }
             let mut buf = BytesMut::new();
@@ -759,14 +809,16 @@ async fn pump(
             },
         };
         // Catch up from the log.
+        let mut pager = Pager::new();
         loop {
             let head = fanout.head().seq;
             if head >= upto {
                 break;
             }
-            match log.read(head, upto, &Scope::All, PAGE).await {
+            match log.read(head, upto, &Scope::All, pager.limit()).await {
                 Ok(batch) if batch.is_empty() => break,
                 Ok(batch) => {
+                    pager.saw(&batch);
                     fanout.dispatch(&batch);
                     backoff = Duration::from_millis(50);
                 }
@@ -797,5 +849,38 @@ async fn prune_loop(
             Ok(n) => tracing::info!(events = n, "pruned history"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod pager_tests {
+    use super::*;
+    use crate::event::{NewEvent, Topic};
+
+    fn events(n: usize, data: usize) -> Vec<Arc<Event>> {
+        (0..n)
+            .map(|i| {
+                let new =
+                    NewEvent::new(vec![Topic::parse("t").unwrap()], "x".repeat(data)).unwrap();
+                Arc::new(Event::stored(i as Seq + 1, new, 0))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_shrink_for_large_events_and_grow_for_small_ones() {
+        let mut pager = Pager::new();
+        assert_eq!(pager.limit(), FIRST_PAGE);
+        assert!(
+            !pager.saw(&events(FIRST_PAGE, 1 << 20)),
+            "a full page is not short"
+        );
+        assert_eq!(pager.limit(), 3, "1 MiB events: about 4 MiB a page");
+        assert!(pager.saw(&events(1, 1 << 20)), "fewer than asked is short");
+        pager.saw(&events(3, 100));
+        assert_eq!(pager.limit(), PAGE, "small events: full pages");
+        assert!(pager.saw(&[]), "an empty page is short");
+        pager.saw(&events(1, 64 << 20));
+        assert_eq!(pager.limit(), 1, "never less than one event");
     }
 }
