@@ -201,8 +201,15 @@ pub(super) async fn run(
         stall,
         timer: None,
         progress: 0,
-        unread: BytesMut::from(unread),
+        // A copy sized to what is there: `unread` may be a view of hyper's read buffer (8 KiB
+        // or more), which would otherwise stay allocated for the whole stream.
+        unread: if unread.is_empty() {
+            BytesMut::new()
+        } else {
+            BytesMut::from(&unread[..])
+        },
     };
+    drop(unread);
     let outcome = std::future::poll_fn(|cx| watch.poll(cx)).await;
     let unread = std::mem::take(&mut watch.unread).freeze();
     let detached = subscription.detach();
