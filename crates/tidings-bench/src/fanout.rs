@@ -17,7 +17,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::http::{self, Dechunker, Framing, Url};
 use crate::payload::{self, PublishTemplate};
@@ -71,6 +71,12 @@ pub struct FanoutArgs {
     /// After the last publish, wait at most this many seconds for the deliveries.
     #[arg(long, default_value_t = 10.0)]
     pub drain_timeout: f64,
+    /// Reconnect storm: seconds after publishing starts at which every subscriber drops its
+    /// connection at once and reconnects right away, sending `Last-Event-ID` (the last id it
+    /// saw) as an `EventSource` does; loss and duplicates are counted across the reconnection.
+    /// Comma-separated.
+    #[arg(long = "drop-at", value_delimiter = ',')]
+    pub drop_at: Vec<f64>,
     #[command(flatten)]
     pub publish: PublishArgs,
     #[command(flatten)]
@@ -78,7 +84,6 @@ pub struct FanoutArgs {
 }
 
 /// What the threads share, updated with relaxed atomics on the hot path.
-#[derive(Default)]
 struct Shared {
     /// Connected subscribers of each topic (what the drain waits for).
     connected_per_topic: Vec<AtomicU64>,
@@ -90,6 +95,35 @@ struct Shared {
     last_delivery_ns: AtomicU64,
     connect_errors: Mutex<Vec<String>>,
     stream_errors: Mutex<Vec<String>>,
+    /// Bumped at each `--drop-at` time: every subscriber drops its connection and reconnects.
+    drops: watch::Sender<u64>,
+    dropped: AtomicU64,
+    reconnected: AtomicU64,
+    reconnected_with_id: AtomicU64,
+    reconnect_failed: AtomicU64,
+    reconnect_errors: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn new(topics: usize) -> Self {
+        Self {
+            connected_per_topic: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+            connected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            last_connect_ns: AtomicU64::new(0),
+            last_delivery_ns: AtomicU64::new(0),
+            connect_errors: Mutex::default(),
+            stream_errors: Mutex::default(),
+            drops: watch::Sender::new(0),
+            dropped: AtomicU64::new(0),
+            reconnected: AtomicU64::new(0),
+            reconnected_with_id: AtomicU64::new(0),
+            reconnect_failed: AtomicU64::new(0),
+            reconnect_errors: Mutex::default(),
+        }
+    }
 }
 
 fn keep_first(list: &Mutex<Vec<String>>, e: String) {
@@ -161,11 +195,15 @@ struct WorkerConfig {
     connect_concurrency: usize,
     connect_timeout: Duration,
     reorder_window: u64,
+    /// Subscribers watch `Shared::drops` (a reconnect storm is scheduled).
+    drops: bool,
 }
 
 struct WorkerResult {
     stats: Vec<SubStats>,
     hist: Histogram<u64>,
+    /// From dropping a connection to the response head of the new one.
+    reconnect_hist: Histogram<u64>,
 }
 
 fn worker(
@@ -181,6 +219,7 @@ fn worker(
     let indices: Vec<usize> = (w..cfg.n).step_by(cfg.threads).collect();
     let stats = Rc::new(RefCell::new(vec![SubStats::default(); indices.len()]));
     let hist = Rc::new(RefCell::new(report::histogram()));
+    let reconnect_hist = Rc::new(RefCell::new(report::histogram()));
     let sem = Rc::new(Semaphore::new(
         (cfg.connect_concurrency / cfg.threads).max(1),
     ));
@@ -188,23 +227,30 @@ fn worker(
         for (li, &i) in indices.iter().enumerate() {
             let topic = i % cfg.topics;
             stats.borrow_mut()[li].topic = topic;
-            tokio::task::spawn_local(subscriber(
+            let sub = Sub {
                 i,
                 li,
                 topic,
-                cfg.clone(),
-                shared.clone(),
-                stats.clone(),
-                hist.clone(),
-                sem.clone(),
-            ));
+                cfg: cfg.clone(),
+                shared: shared.clone(),
+                stats: stats.clone(),
+                hist: hist.clone(),
+                reconnect_hist: reconnect_hist.clone(),
+                sem: sem.clone(),
+            };
+            tokio::task::spawn_local(sub.run());
         }
         let _ = stop.await;
     });
     drop(local);
     let stats = std::mem::take(&mut *stats.borrow_mut());
     let hist = hist.borrow().clone();
-    Ok(WorkerResult { stats, hist })
+    let reconnect_hist = reconnect_hist.borrow().clone();
+    Ok(WorkerResult {
+        stats,
+        hist,
+        reconnect_hist,
+    })
 }
 
 /// Opens one subscription: connect (from the subscriber's source address), send the GET,
@@ -213,6 +259,7 @@ async fn open(
     cfg: &WorkerConfig,
     i: usize,
     topic: usize,
+    last_event_id: Option<&[u8]>,
 ) -> anyhow::Result<(TcpStream, http::Head, Vec<u8>)> {
     let socket = match cfg.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -240,6 +287,11 @@ async fn open(
         req.push_str(h);
         req.push_str("\r\n");
     }
+    if let Some(id) = last_event_id {
+        req.push_str("Last-Event-ID: ");
+        req.push_str(&String::from_utf8_lossy(id));
+        req.push_str("\r\n");
+    }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await?;
     let mut buf = Vec::with_capacity(1024);
@@ -261,8 +313,15 @@ async fn open(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn subscriber(
+/// How one connection of a subscriber ended.
+enum StreamEnd {
+    /// Dropped on purpose by a reconnect storm.
+    Dropped,
+    Failed(anyhow::Error),
+}
+
+/// One subscriber: its connection(s) and where it records what it reads.
+struct Sub {
     i: usize,
     li: usize,
     topic: usize,
@@ -270,76 +329,169 @@ async fn subscriber(
     shared: Arc<Shared>,
     stats: Rc<RefCell<Vec<SubStats>>>,
     hist: Rc<RefCell<Histogram<u64>>>,
+    reconnect_hist: Rc<RefCell<Histogram<u64>>>,
     sem: Rc<Semaphore>,
-) {
-    let permit = sem.acquire().await.expect("never closed");
-    let opened = tokio::time::timeout(cfg.connect_timeout, open(&cfg, i, topic)).await;
-    drop(permit);
-    let (stream, head, first) = match opened {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            shared.failed.fetch_add(1, Relaxed);
-            keep_first(&shared.connect_errors, format!("subscriber {i}: {e:#}"));
-            return;
-        }
-        Err(_) => {
-            shared.failed.fetch_add(1, Relaxed);
-            keep_first(&shared.connect_errors, format!("subscriber {i}: timed out"));
-            return;
-        }
-    };
-    stats.borrow_mut()[li].connected = true;
-    shared.connected.fetch_add(1, Relaxed);
-    shared.connected_per_topic[topic].fetch_add(1, Relaxed);
-    shared.last_connect_ns.fetch_max(sys::now_ns(), Relaxed);
+}
 
-    let chunked = head.framing == Framing::Chunked;
-    let mut dechunker = Dechunker::new();
-    let mut parser = crate::sse::Parser::new();
-    let mut process = |bytes: &[u8]| -> anyhow::Result<()> {
-        let now = sys::now_ns();
-        let mut st = stats.borrow_mut();
-        let st = &mut st[li];
-        let mut h = hist.borrow_mut();
-        let mut n = 0u64;
-        let mut on_event = |ev: crate::sse::Event<'_>| match payload::parse_stamp(ev.data) {
-            None => st.unparsed += 1,
-            Some(s) => {
-                if s.topic.is_some_and(|t| t != topic as u64) {
-                    st.wrong_topic += 1;
-                }
-                report::record_ns(&mut h, now.saturating_sub(s.ts));
-                st.on_seq(s.seq, cfg.reorder_window);
-                n += 1;
-            }
-        };
-        if chunked {
-            dechunker.decode(bytes, |b| parser.feed(b, &mut on_event))?;
-        } else {
-            parser.feed(bytes, &mut on_event);
-        }
-        if n > 0 {
-            shared.delivered.fetch_add(n, Relaxed);
-            shared.last_delivery_ns.fetch_max(now, Relaxed);
-        }
-        Ok(())
-    };
-    let mut result = process(&first);
-    drop(first);
-    let mut buf = vec![0u8; 4096];
-    while result.is_ok() {
-        match read_drained(&stream, &mut buf).await {
-            Ok(0) => {
-                result = Err(anyhow::anyhow!("the server ended the stream"));
-            }
-            Ok(n) => result = process(&buf[..n]),
-            Err(e) => result = Err(e.into()),
+impl Sub {
+    /// One connection attempt, within the connect concurrency and timeout.
+    async fn connect(
+        &self,
+        last_event_id: Option<&[u8]>,
+    ) -> anyhow::Result<(TcpStream, http::Head, Vec<u8>)> {
+        let _permit = self.sem.acquire().await.expect("never closed");
+        let opened = tokio::time::timeout(
+            self.cfg.connect_timeout,
+            open(&self.cfg, self.i, self.topic, last_event_id),
+        )
+        .await;
+        match opened {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("timed out")),
         }
     }
-    if let Err(e) = result {
-        stats.borrow_mut()[li].ended = true;
-        shared.ended.fetch_add(1, Relaxed);
-        keep_first(&shared.stream_errors, format!("subscriber {i}: {e:#}"));
+
+    async fn run(self) {
+        let (i, topic, shared) = (self.i, self.topic, self.shared.clone());
+        let mut drops = self.cfg.drops.then(|| shared.drops.subscribe());
+        let (mut stream, mut head, mut first) = match self.connect(None).await {
+            Ok(x) => x,
+            Err(e) => {
+                shared.failed.fetch_add(1, Relaxed);
+                keep_first(&shared.connect_errors, format!("subscriber {i}: {e:#}"));
+                return;
+            }
+        };
+        self.stats.borrow_mut()[self.li].connected = true;
+        shared.connected.fetch_add(1, Relaxed);
+        shared.connected_per_topic[topic].fetch_add(1, Relaxed);
+        shared.last_connect_ns.fetch_max(sys::now_ns(), Relaxed);
+
+        // One parser for the life of the subscriber: it keeps the last event id across
+        // reconnections, as an EventSource does.
+        let mut parser = crate::sse::Parser::new();
+        loop {
+            let error = match self
+                .read_stream(stream, &head, first, &mut parser, drops.as_mut())
+                .await
+            {
+                StreamEnd::Failed(e) => e,
+                StreamEnd::Dropped => {
+                    shared.dropped.fetch_add(1, Relaxed);
+                    let t0 = sys::now_ns();
+                    parser.reconnect();
+                    let id = parser.last_event_id().to_vec();
+                    let id = (!id.is_empty()).then_some(id);
+                    match self.reconnect(id.as_deref(), t0).await {
+                        Ok(x) => {
+                            (stream, head, first) = x;
+                            report::record_ns(
+                                &mut self.reconnect_hist.borrow_mut(),
+                                sys::now_ns() - t0,
+                            );
+                            shared.reconnected.fetch_add(1, Relaxed);
+                            if id.is_some() {
+                                shared.reconnected_with_id.fetch_add(1, Relaxed);
+                            }
+                            // A storm that came while reconnecting is skipped, not repeated.
+                            if let Some(d) = drops.as_mut() {
+                                d.borrow_and_update();
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            shared.reconnect_failed.fetch_add(1, Relaxed);
+                            keep_first(&shared.reconnect_errors, format!("subscriber {i}: {e:#}"));
+                            e.context("reconnecting")
+                        }
+                    }
+                }
+            };
+            self.stats.borrow_mut()[self.li].ended = true;
+            shared.ended.fetch_add(1, Relaxed);
+            keep_first(&shared.stream_errors, format!("subscriber {i}: {error:#}"));
+            return;
+        }
+    }
+
+    /// Reconnects, retrying every 100 ms until the connect timeout has passed since `t0`.
+    async fn reconnect(
+        &self,
+        last_event_id: Option<&[u8]>,
+        t0: u64,
+    ) -> anyhow::Result<(TcpStream, http::Head, Vec<u8>)> {
+        let give_up = t0 + self.cfg.connect_timeout.as_nanos() as u64;
+        loop {
+            match self.connect(last_event_id).await {
+                Ok(x) => return Ok(x),
+                Err(e) if sys::now_ns() >= give_up => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Reads one connection's stream until it fails or a storm drops it.
+    async fn read_stream(
+        &self,
+        stream: TcpStream,
+        head: &http::Head,
+        first: Vec<u8>,
+        parser: &mut crate::sse::Parser,
+        mut drops: Option<&mut watch::Receiver<u64>>,
+    ) -> StreamEnd {
+        let (topic, shared, cfg) = (self.topic, &self.shared, &self.cfg);
+        let chunked = head.framing == Framing::Chunked;
+        let mut dechunker = Dechunker::new();
+        let mut process = |bytes: &[u8]| -> anyhow::Result<()> {
+            let now = sys::now_ns();
+            let mut st = self.stats.borrow_mut();
+            let st = &mut st[self.li];
+            let mut h = self.hist.borrow_mut();
+            let mut n = 0u64;
+            let mut on_event = |ev: crate::sse::Event<'_>| match payload::parse_stamp(ev.data) {
+                None => st.unparsed += 1,
+                Some(s) => {
+                    if s.topic.is_some_and(|t| t != topic as u64) {
+                        st.wrong_topic += 1;
+                    }
+                    report::record_ns(&mut h, now.saturating_sub(s.ts));
+                    st.on_seq(s.seq, cfg.reorder_window);
+                    n += 1;
+                }
+            };
+            if chunked {
+                dechunker.decode(bytes, |b| parser.feed(b, &mut on_event))?;
+            } else {
+                parser.feed(bytes, &mut on_event);
+            }
+            if n > 0 {
+                shared.delivered.fetch_add(n, Relaxed);
+                shared.last_delivery_ns.fetch_max(now, Relaxed);
+            }
+            Ok(())
+        };
+        if let Err(e) = process(&first) {
+            return StreamEnd::Failed(e);
+        }
+        drop(first);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let read = match drops.as_deref_mut() {
+                None => read_drained(&stream, &mut buf).await,
+                Some(d) => tokio::select! {
+                    r = read_drained(&stream, &mut buf) => r,
+                    _ = d.changed() => return StreamEnd::Dropped,
+                },
+            };
+            let result = match read {
+                Ok(0) => Err(anyhow::anyhow!("the server ended the stream")),
+                Ok(n) => process(&buf[..n]),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                return StreamEnd::Failed(e);
+            }
+        }
     }
 }
 
@@ -525,11 +677,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         connect_concurrency: args.connect_concurrency.max(1),
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         reorder_window: args.publish_connections.max(1) as u64,
+        drops: !args.drop_at.is_empty(),
     });
-    let shared = Arc::new(Shared {
-        connected_per_topic: (0..cfg.topics).map(|_| AtomicU64::new(0)).collect(),
-        ..Shared::default()
-    });
+    let shared = Arc::new(Shared::new(cfg.topics));
 
     // Connect.
     let before = sample();
@@ -587,7 +737,24 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             args.rate,
             args.publish.mode_name()
         );
-        Some(local.block_on(&rt, publish_paced(&args, template, pub_addr)))
+        let storms = args.drop_at.clone();
+        let storm_shared = shared.clone();
+        Some(local.block_on(&rt, async {
+            // The storms run beside the publisher, timed from the start of publishing.
+            let start = tokio::time::Instant::now();
+            let storms = tokio::task::spawn_local(async move {
+                let mut at: Vec<f64> = storms.into_iter().filter(|t| *t >= 0.0).collect();
+                at.sort_by(f64::total_cmp);
+                for t in at {
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(t)).await;
+                    eprintln!("tidings-bench: reconnect storm at {t} s");
+                    storm_shared.drops.send_modify(|g| *g += 1);
+                }
+            });
+            let outcome = publish_paced(&args, template, pub_addr).await;
+            storms.abort();
+            outcome
+        }))
     } else {
         None
     };
@@ -625,12 +792,14 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         let _ = s.send(());
     }
     let mut hist = report::histogram();
+    let mut reconnect_hist = report::histogram();
     let mut subs: Vec<SubStats> = Vec::with_capacity(n);
     for h in handles {
         let r = h
             .join()
             .map_err(|_| anyhow::anyhow!("a subscriber thread panicked"))??;
         hist.add(&r.hist).expect("same bounds");
+        reconnect_hist.add(&r.reconnect_hist).expect("same bounds");
         subs.extend(r.stats);
     }
 
@@ -762,6 +931,32 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         warnings.push("no live process for --server-pid".into());
     }
 
+    let reconnect = (!args.drop_at.is_empty()).then(|| {
+        let r = ReconnectReport {
+            drop_at_s: args.drop_at.clone(),
+            dropped: shared.dropped.load(Relaxed),
+            reconnected: shared.reconnected.load(Relaxed),
+            with_last_event_id: shared.reconnected_with_id.load(Relaxed),
+            failed: shared.reconnect_failed.load(Relaxed),
+            latency: Latency::of(&reconnect_hist),
+            errors: shared
+                .reconnect_errors
+                .lock()
+                .expect("not poisoned")
+                .clone(),
+        };
+        if r.failed > 0 {
+            warnings.push(format!("{} reconnections failed", r.failed));
+        }
+        if r.reconnected > r.with_last_event_id {
+            warnings.push(format!(
+                "{} of {} reconnections had no event id to send as Last-Event-ID (the server sends no ids)",
+                r.reconnected - r.with_last_event_id,
+                r.reconnected
+            ));
+        }
+        r
+    });
     let report = FanoutReport {
         kind: "fanout".into(),
         label: args.common.label.clone(),
@@ -775,6 +970,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         delivery,
         latency: Latency::of(&hist),
         cpu,
+        reconnect,
         warnings,
     };
     args.common.emit(&report, report.human())

@@ -134,6 +134,23 @@ pub struct CpuReport {
     pub generator_saturated: bool,
 }
 
+/// A reconnect storm (`--drop-at`): every subscriber dropped its connection and reconnected.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReconnectReport {
+    /// Seconds after the start of publishing.
+    pub drop_at_s: Vec<f64>,
+    /// Connections dropped.
+    pub dropped: u64,
+    pub reconnected: u64,
+    /// Reconnections that sent `Last-Event-ID`.
+    pub with_last_event_id: u64,
+    /// Subscribers that could not reconnect within the connect timeout.
+    pub failed: u64,
+    /// From the drop to the response head of the new connection.
+    pub latency: Latency,
+    pub errors: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FanoutReport {
     pub kind: String,
@@ -148,6 +165,8 @@ pub struct FanoutReport {
     pub delivery: DeliveryReport,
     pub latency: Latency,
     pub cpu: CpuReport,
+    #[serde(default)]
+    pub reconnect: Option<ReconnectReport>,
     pub warnings: Vec<String>,
 }
 
@@ -246,6 +265,16 @@ impl FanoutReport {
             s += &format!("            stream: {e}\n");
         }
         s += &format!("latency     {}\n", self.latency.line());
+        if let Some(r) = &self.reconnect {
+            s += &format!(
+                "reconnect   storms at {:?} s: {} dropped, {} reconnected ({} with Last-Event-ID), {} failed\n",
+                r.drop_at_s, r.dropped, r.reconnected, r.with_last_event_id, r.failed
+            );
+            s += &format!("            reconnect time {}\n", r.latency.line());
+            for e in &r.errors {
+                s += &format!("            error: {e}\n");
+            }
+        }
         let u = &self.cpu;
         s += &format!(
             "server CPU  {} = {} per delivery, {} per event, {} of a core\n",

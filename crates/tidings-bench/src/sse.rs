@@ -50,6 +50,17 @@ impl Parser {
         &self.last_id
     }
 
+    /// Prepares for a new connection of the same `EventSource`: the partial line, the pending
+    /// event and the BOM state belong to the old stream and are dropped; the last event id
+    /// (sent as `Last-Event-ID`) and the retry time are kept, as WHATWG's reconnection does.
+    pub fn reconnect(&mut self) {
+        self.partial.clear();
+        self.skip_lf = false;
+        self.started = false;
+        self.data.clear();
+        self.kind.clear();
+    }
+
     /// Feeds the next chunk of the stream; `on_event` is called for every completed event.
     pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(Event<'_>)) {
         if !self.started {
@@ -195,6 +206,21 @@ mod tests {
             data: data.into(),
             id: id.into(),
         }
+    }
+
+    #[test]
+    fn reconnect_keeps_only_the_last_id() {
+        let mut parser = Parser::new();
+        let mut n = 0;
+        parser.feed(b"id: 7\ndata: a\n\nid: 8\ndata: half", |_| n += 1);
+        assert_eq!(n, 1);
+        parser.reconnect();
+        assert_eq!(parser.last_event_id(), b"8");
+        let mut got = Vec::new();
+        parser.feed(b"\xEF\xBB\xBFdata: b\n\n", |e| {
+            got.push((e.data.to_vec(), e.id.to_vec()))
+        });
+        assert_eq!(got, vec![(b"b".to_vec(), b"8".to_vec())]);
     }
 
     /// Every way of cutting `input` in two (and byte by byte) gives the same events.
