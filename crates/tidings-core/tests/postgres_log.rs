@@ -42,21 +42,10 @@ async fn server_url() -> Option<String> {
             Err(e) => errors.push(format!("{url}: {e}")),
         }
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if log_suite::under_ci() {
         panic!("PostgreSQL not reachable under CI=true: {errors:?}");
     }
     None
-}
-
-/// Reports the skip on the real stderr (libtest captures only the print macros) and ends the
-/// whole test binary successfully: the suite's macro gives a check no way to skip itself.
-fn skip() -> ! {
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n\n*** SKIPPED: PostgreSQL not reachable; the postgres_log tests did NOT run ***\n\
-         *** (set TIDINGS_TEST_PG_URL, or CI=true to make this a failure) ***\n"
-    );
-    std::process::exit(0)
 }
 
 /// Drops its schema when the test ends.
@@ -90,7 +79,7 @@ impl Drop for Schema {
 /// A fresh, uniquely named schema on the test server.
 async fn fresh_schema() -> Schema {
     let Some(url) = server_url().await else {
-        skip()
+        log_suite::skip("PostgreSQL", "postgres_log", "TIDINGS_TEST_PG_URL")
     };
     let name = format!("tidings_test_{}", uuid::Uuid::now_v7().simple());
     Schema { url, name }

@@ -10,7 +10,6 @@
 
 mod log_suite;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +17,6 @@ use log_suite::{all_events, append_ok, ev, ev_id};
 use tidings_core::event::Seq;
 use tidings_core::log::{EventLog, LogError, Scope};
 use tidings_core::store::redis::{RedisLog, RedisOptions};
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 /// The test server's URL, or `None` (after panicking under CI) when it does not answer.
 fn server_url() -> Option<String> {
@@ -32,20 +27,11 @@ fn server_url() -> Option<String> {
         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
     match reachable {
         Ok(_) => Some(url),
-        Err(e) if ci() => panic!("Redis not reachable at {url} under CI=true: {e}"),
+        Err(e) if log_suite::under_ci() => {
+            panic!("Redis not reachable at {url} under CI=true: {e}")
+        }
         Err(_) => None,
     }
-}
-
-/// Reports the skip on the real stderr (libtest captures only the print macros) and ends the
-/// whole test binary successfully: the suite's macro gives a check no way to skip itself.
-fn skip() -> ! {
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n\n*** SKIPPED: Redis not reachable; the redis_log tests did NOT run ***\n\
-         *** (set TIDINGS_TEST_REDIS_URL, or CI=true to make this a failure) ***\n"
-    );
-    std::process::exit(0)
 }
 
 /// A key prefix of its own; its keys are deleted when the test ends.
@@ -86,7 +72,9 @@ fn delete_keys(url: &str, prefix: &str) {
 }
 
 fn fresh_prefix() -> Prefix {
-    let Some(url) = server_url() else { skip() };
+    let Some(url) = server_url() else {
+        log_suite::skip("Redis", "redis_log", "TIDINGS_TEST_REDIS_URL")
+    };
     let name = format!("tidings_test_{}", uuid::Uuid::now_v7().simple());
     Prefix { url, name }
 }
@@ -271,7 +259,10 @@ impl OwnRedis {
             child: None,
         };
         if let Err(e) = me.spawn() {
-            assert!(!ci(), "cannot run redis-server under CI=true: {e}");
+            assert!(
+                !log_suite::under_ci(),
+                "cannot run redis-server under CI=true: {e}"
+            );
             eprintln!(
                 "\n*** SKIPPED: cannot run redis-server ({e}); the restart test did NOT run ***\n"
             );
