@@ -751,3 +751,72 @@ async fn tls_follows_sslmode() {
         "{err}"
     );
 }
+
+/// An application role with rights on its own table only: a watched table's trigger still
+/// publishes (it runs as the role that installed it), and `GRANT USAGE ON SCHEMA` is all the
+/// role needs to call `publish`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_roles_need_no_rights_on_the_log() {
+    let schema = fresh_schema().await;
+    let log = open(&schema).await;
+    let s = &schema.name;
+    let role = format!("{s}_app");
+    let table = format!("public.{s}_orders");
+    let admin = app_client(&schema).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} NOLOGIN;
+             CREATE TABLE {table} (id int PRIMARY KEY, state text);
+             GRANT INSERT, UPDATE, SELECT ON {table} TO {role};"
+        ))
+        .await
+        .unwrap();
+    let mut tool = connect_migrated(&PostgresOptions::new(&schema.url).schema(s))
+        .await
+        .unwrap();
+    let spec = WatchSpec {
+        table: table.clone(),
+        topic: "orders/{id}".into(),
+        columns: vec!["state".into()],
+        when_changed: vec![],
+        kind: None,
+        private: false,
+    };
+    watch::watch(&mut tool, s, &spec).await.unwrap();
+
+    let app = app_client(&schema).await;
+    app.batch_execute(&format!("SET ROLE {role}"))
+        .await
+        .unwrap();
+    app.execute(&format!("INSERT INTO {table} VALUES (1, 'new')"), &[])
+        .await
+        .expect("a watched table refused its application role's insert");
+    let refused = app
+        .execute(
+            &format!("SELECT {s}.publish('orders/1', data => 'direct')"),
+            &[],
+        )
+        .await
+        .expect_err("a role without USAGE on the schema published");
+    assert!(refused.to_string().contains("permission denied") || refused.as_db_error().is_some());
+    admin
+        .batch_execute(&format!("GRANT USAGE ON SCHEMA {s} TO {role}"))
+        .await
+        .unwrap();
+    app.execute(
+        &format!("SELECT {s}.publish('orders/1', data => 'direct')"),
+        &[],
+    )
+    .await
+    .expect("USAGE on the schema is not enough to publish");
+    let events = wait_for_events(&log, 2).await;
+    assert_eq!(&*events[0].data, r#"{"state" : "new"}"#);
+    assert_eq!(&*events[1].data, "direct");
+    app.batch_execute("RESET ROLE").await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP TABLE {table}; REVOKE ALL ON SCHEMA {s} FROM {role}; DROP ROLE {role};"
+        ))
+        .await
+        .unwrap();
+}

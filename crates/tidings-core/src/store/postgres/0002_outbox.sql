@@ -115,7 +115,8 @@ END
 $$;
 
 -- publish_to(topics, type, data, private, id, retry): one event on several topics (the first
--- canonical, the rest Mercure's alternate topics).
+-- canonical, the rest Mercure's alternate topics). It runs as the schema's owner (SECURITY
+-- DEFINER), so `GRANT USAGE ON SCHEMA <schema> TO role` is all a role needs to publish.
 CREATE FUNCTION publish_to(
     topics text[],
     type text DEFAULT NULL,
@@ -124,7 +125,7 @@ CREATE FUNCTION publish_to(
     id text DEFAULT NULL,
     retry bigint DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 #variable_conflict use_variable
 DECLARE
     row_id bigint;

@@ -7,7 +7,9 @@
 //! records the watch in `<schema>.watches`. Every identifier is quoted and every literal escaped
 //! here; column names are checked against the table's catalogue first. The trigger never fails
 //! the application's statement over the event's content: it only inserts into the outbox, and
-//! the hub moves a row it cannot publish to `outbox_rejected`.
+//! the hub moves a row it cannot publish to `outbox_rejected`. It runs as the role that
+//! installed it (`SECURITY DEFINER`, with a fixed search path), so the application's roles need
+//! no rights on the log's schema.
 
 use tokio_postgres::{Client, GenericClient};
 
@@ -202,7 +204,8 @@ pub async fn watch(
     let kind = spec.kind.as_deref().map_or("NULL".to_owned(), literal);
     let function = format!("{schema}.watch_{oid}");
     tx.batch_execute(&format!(
-        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $tidings$
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql
+         SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tidings$
          BEGIN
          {skip_unchanged}
          INSERT INTO {schema}.outbox (topics, type, data, private)
