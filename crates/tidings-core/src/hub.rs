@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::event::{Event, NewEvent, Seq};
 use crate::fanout::{Fanout, Head, Interest, SubKey};
 use crate::log::{EventLog, LogError, LogStats, Retention, Scope};
 use crate::mailbox::{Bounds, Closed, Mailbox};
+use crate::recent::Recent;
 use crate::sse;
 
 /// The reserved value of Last-Event-ID that asks for all retained history.
@@ -160,6 +161,8 @@ struct Cursor {
 pub struct Hub {
     log: Arc<dyn EventLog>,
     fanout: Arc<Fanout>,
+    /// The newest dispatched events, for resumes that need not read the store.
+    recent: Arc<Mutex<Recent>>,
     options: HubOptions,
     published: AtomicU64,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -182,6 +185,7 @@ impl Hub {
         let hub = Arc::new(Self {
             log,
             fanout: Arc::new(Fanout::new(head)),
+            recent: Arc::new(Mutex::new(Recent::new(options.retention))),
             options,
             published: AtomicU64::new(0),
             shutdown,
@@ -189,6 +193,7 @@ impl Hub {
         tokio::spawn(pump(
             hub.log.clone(),
             hub.fanout.clone(),
+            hub.recent.clone(),
             commits,
             hub.shutdown.subscribe(),
         ));
@@ -292,7 +297,7 @@ impl Hub {
                 start_id: EARLIEST.to_owned(),
                 unknown: None,
             },
-            Start::After(id) => match self.log.locate(id).await? {
+            Start::After(id) => match self.locate(id).await? {
                 Some(seq) => Cursor {
                     after: seq,
                     start_id: id.clone(),
@@ -307,6 +312,14 @@ impl Hub {
                 },
             },
         })
+    }
+
+    /// Where the event with this id is: in the recent window, else in the store.
+    async fn locate(&self, id: &str) -> Result<Option<Seq>, LogError> {
+        if let Some(seq) = lock(&self.recent).locate(id) {
+            return Ok(Some(seq));
+        }
+        self.log.locate(id).await
     }
 
     /// For `latest`: the newest event, at or before `upto`, of each topic `interest` selects,
@@ -407,6 +420,7 @@ impl Hub {
         });
         Ok(Subscription {
             log: self.log.clone(),
+            recent: self.recent.clone(),
             interest,
             mailbox,
             _registration: registration,
@@ -582,6 +596,7 @@ struct Replay {
 /// log fails; the client then reconnects with its Last-Event-ID.
 pub struct Subscription {
     log: Arc<dyn EventLog>,
+    recent: Arc<Mutex<Recent>>,
     interest: Arc<Interest>,
     mailbox: Arc<Mailbox>,
     _registration: Registration,
@@ -678,6 +693,12 @@ impl Subscription {
 
     fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, LogError>>> {
         while let Some(replay) = &mut self.replay {
+            if replay.pending.is_none() {
+                let cached = lock(&self.recent).read(self.sent, replay.upto, replay.pager.limit());
+                if let Some(batch) = cached {
+                    replay.pending = Some(Box::pin(std::future::ready(Ok(batch))));
+                }
+            }
             let pending = replay.pending.get_or_insert_with(|| {
                 let (log, scope, after, upto, limit) = (
                     self.log.clone(),
@@ -783,9 +804,15 @@ impl Stream for Subscription {
 
 /// Follows commit notices and dispatches committed events in log order; reads the log whenever
 /// a notice does not carry the events or does not join the head (lag, another node's commit).
+/// The recent window, whatever a panicking holder left (it only ever holds whole pushes).
+fn lock(recent: &Mutex<Recent>) -> std::sync::MutexGuard<'_, Recent> {
+    recent.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 async fn pump(
     log: Arc<dyn EventLog>,
     fanout: Arc<Fanout>,
+    recent: Arc<Mutex<Recent>>,
     mut commits: tokio::sync::broadcast::Receiver<crate::log::Commit>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -798,6 +825,7 @@ async fn pump(
                     let head = fanout.head().seq;
                     if let Some(events) = &commit.events {
                         if events.first().is_some_and(|e| e.seq <= head + 1) {
+                            lock(&recent).push(events);
                             fanout.dispatch(events);
                             continue;
                         }
@@ -819,6 +847,7 @@ async fn pump(
                 Ok(batch) if batch.is_empty() => break,
                 Ok(batch) => {
                     pager.saw(&batch);
+                    lock(&recent).push(&batch);
                     fanout.dispatch(&batch);
                     backoff = Duration::from_millis(50);
                 }

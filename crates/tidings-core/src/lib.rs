@@ -13,6 +13,7 @@ pub mod fanout;
 pub mod hub;
 pub mod log;
 pub mod mailbox;
+pub mod recent;
 pub mod selector;
 pub mod sse;
 pub mod store;
