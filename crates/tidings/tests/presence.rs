@@ -311,59 +311,78 @@ async fn newer_draft_access_tokens_are_accepted_and_checked() {
     }
 }
 
-#[tokio::test]
-async fn jwks_keys_are_chosen_by_kid() {
-    let private = include_str!("fixtures/rsa_private.pem");
-    let other = include_str!("fixtures/rsa_other_private.pem");
-    let jwk = |pem: &str, kid: &str| {
-        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
-        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
-        jwk.common.key_id = Some(kid.into());
-        jwk
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jwks.json");
-    let set = |keys: Vec<jsonwebtoken::jwk::Jwk>| {
-        serde_json::to_string(&jsonwebtoken::jwk::JwkSet { keys }).unwrap()
-    };
-    std::fs::write(&path, set(vec![jwk(private, "k1")])).unwrap();
-    let jwks = path.to_str().unwrap().to_owned();
-    let hub = spawn_hub_with(move |c| {
+// ---------------------------------------------------------------------------------------------
+// JWKS: keys by `kid`, from a file or a URL.
+
+/// The public JWK of an RSA private key in PEM, under `kid`.
+fn jwk(pem: &str, kid: &str) -> jsonwebtoken::jwk::Jwk {
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    jwk
+}
+
+/// A JWKS document holding `keys`.
+fn jwk_set(keys: Vec<jsonwebtoken::jwk::Jwk>) -> String {
+    serde_json::to_string(&jsonwebtoken::jwk::JwkSet { keys }).unwrap()
+}
+
+/// A publisher token for every topic, signed RS256 with `pem` under `kid`.
+fn rs256_publisher(pem: &str, kid: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    let claims = json!({"mercure": {"publish": ["*"]}});
+    encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A hub whose publishers are verified against the JWKS at `jwks` (a path or a URL).
+async fn jwks_hub(jwks: String) -> TestHub {
+    spawn_hub_with(move |c| {
         c.auth.publisher = Some(KeyConfig {
             algorithm: Algorithm::RS256,
             key: String::new(),
             jwks: Some(jwks),
         });
     })
-    .await;
-    let sign = |pem: &str, kid: &str| {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(kid.into());
-        let claims = json!({"mercure": {"publish": ["*"]}});
-        encode(
-            &header,
-            &claims,
-            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-        )
-        .unwrap()
-    };
-    let publish = |token: String| {
-        let request = hub
-            .client
-            .post(hub.url("/.well-known/mercure"))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("topic=a&data=x");
-        hub.send(request)
-    };
-    assert_eq!(publish(sign(private, "k1")).await.status, StatusCode::OK);
+    .await
+}
+
+/// Publishes `topic=a` with `token` as a bearer; the status.
+async fn publish_with(hub: &TestHub, token: String) -> StatusCode {
+    let request = hub
+        .client
+        .post(hub.url("/.well-known/mercure"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("topic=a&data=x");
+    hub.send(request).await.status
+}
+
+#[tokio::test]
+async fn jwks_keys_are_chosen_by_kid() {
+    let private = include_str!("fixtures/rsa_private.pem");
+    let other = include_str!("fixtures/rsa_other_private.pem");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwk_set(vec![jwk(private, "k1")])).unwrap();
+    let jwks = path.to_str().unwrap().to_owned();
+    let hub = jwks_hub(jwks).await;
+    assert_eq!(
+        publish_with(&hub, rs256_publisher(private, "k1")).await,
+        StatusCode::OK
+    );
     // The right kid but another key's signature, and an unknown kid, are refused.
     assert_eq!(
-        publish(sign(other, "k1")).await.status,
+        publish_with(&hub, rs256_publisher(other, "k1")).await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        publish(sign(other, "k2")).await.status,
+        publish_with(&hub, rs256_publisher(other, "k2")).await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -427,15 +446,8 @@ async fn a_jwks_url_is_fetched_again_for_an_unknown_kid() {
     use std::sync::{Arc, Mutex};
     let private = include_str!("fixtures/rsa_private.pem");
     let other = include_str!("fixtures/rsa_other_private.pem");
-    let jwk = |pem: &str, kid: &str| {
-        let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
-        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
-        jwk.common.key_id = Some(kid.into());
-        jwk
-    };
-    let set = |keys| serde_json::to_string(&jsonwebtoken::jwk::JwkSet { keys }).unwrap();
     // The issuer's JWKS endpoint: a real HTTP server whose document the test rotates.
-    let served = Arc::new(Mutex::new(set(vec![jwk(private, "k1")])));
+    let served = Arc::new(Mutex::new(jwk_set(vec![jwk(private, "k1")])));
     let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (doc, count) = (served.clone(), fetches.clone());
     let app = axum::Router::new().route(
@@ -450,35 +462,11 @@ async fn a_jwks_url_is_fetched_again_for_an_unknown_kid() {
     let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let hub = spawn_hub_with(move |c| {
-        c.auth.publisher = Some(KeyConfig {
-            algorithm: Algorithm::RS256,
-            key: String::new(),
-            jwks: Some(url),
-        });
-    })
-    .await;
-    let sign = |pem: &str, kid: &str| {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(kid.into());
-        let claims = json!({"mercure": {"publish": ["*"]}});
-        encode(
-            &header,
-            &claims,
-            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-        )
-        .unwrap()
-    };
-    let publish = |token: String| {
-        let request = hub
-            .client
-            .post(hub.url("/.well-known/mercure"))
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("topic=a&data=x");
-        hub.send(request)
-    };
-    assert_eq!(publish(sign(private, "k1")).await.status, StatusCode::OK);
+    let hub = jwks_hub(url).await;
+    assert_eq!(
+        publish_with(&hub, rs256_publisher(private, "k1")).await,
+        StatusCode::OK
+    );
     assert_eq!(
         fetches.load(std::sync::atomic::Ordering::SeqCst),
         1,
@@ -486,12 +474,15 @@ async fn a_jwks_url_is_fetched_again_for_an_unknown_kid() {
     );
 
     // The issuer rotates in a new key: the first token signed with it makes the hub refetch.
-    *served.lock().unwrap() = set(vec![jwk(private, "k1"), jwk(other, "k2")]);
-    assert_eq!(publish(sign(other, "k2")).await.status, StatusCode::OK);
+    *served.lock().unwrap() = jwk_set(vec![jwk(private, "k1"), jwk(other, "k2")]);
+    assert_eq!(
+        publish_with(&hub, rs256_publisher(other, "k2")).await,
+        StatusCode::OK
+    );
     assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
     // Another unknown kid right after is refused without hammering the issuer.
     assert_eq!(
-        publish(sign(other, "k3")).await.status,
+        publish_with(&hub, rs256_publisher(other, "k3")).await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::event::Event;
+use crate::event::{Event, NewEvent, Seq};
 use crate::log::{Commit, LogError};
 
 /// What one append request gets: its stored events, or why not.
@@ -71,4 +71,24 @@ pub(crate) fn answer_group(
             }
         }
     }
+}
+
+/// A backend failure, its message kept for logs.
+pub(crate) fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+/// A seq as an SQL `bigint`, saturating (seqs past `i64::MAX` never exist; bounds may).
+pub(crate) fn clamp(seq: Seq) -> i64 {
+    seq.min(i64::MAX as u64) as i64
+}
+
+/// The first publisher id given twice in `batch`, if any.
+pub(crate) fn duplicate_within(batch: &[NewEvent]) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    batch
+        .iter()
+        .filter_map(|e| e.id.as_ref())
+        .find(|id| !seen.insert(id.as_str()))
+        .map(|id| id.as_str().to_owned())
 }

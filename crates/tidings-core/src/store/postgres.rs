@@ -49,6 +49,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Config, Row, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::{clamp, duplicate_within, storage};
 use crate::event::{now_ms, Event, EventId, EventType, NewEvent, Seq, Topic};
 use crate::log::{Commit, EventLog, LogError, LogStats, Retention, Scope};
 
@@ -147,10 +148,6 @@ impl DrainSignal {
     fn take(&self) -> bool {
         self.requested.swap(false, Ordering::SeqCst)
     }
-}
-
-fn storage(e: impl std::fmt::Display) -> LogError {
-    LogError::Storage(e.to_string())
 }
 
 /// A PostgreSQL error with the server's message when there is one, else with its causes (a
@@ -657,10 +654,6 @@ impl EventLog for PostgresLog {
     }
 }
 
-fn clamp(seq: Seq) -> i64 {
-    seq.min(i64::MAX as u64) as i64
-}
-
 const COLUMNS: &str = "seq, id, topics, type, data, retry, private, stored_at";
 
 fn event_from_row(row: &Row) -> Result<Arc<Event>, LogError> {
@@ -1046,16 +1039,6 @@ fn admit(batch: Vec<NewEvent>, claimed: &mut HashSet<String>) -> Result<Vec<NewE
     }
     claimed.extend(ids().map(str::to_owned));
     Ok(batch)
-}
-
-/// The first publisher id given twice in `batch`, if any.
-fn duplicate_within(batch: &[NewEvent]) -> Option<String> {
-    let mut seen = HashSet::new();
-    batch
-        .iter()
-        .filter_map(|e| e.id.as_ref())
-        .find(|id| !seen.insert(id.as_str()))
-        .map(|id| id.as_str().to_owned())
 }
 
 /// Events as the column arrays of one `unnest` insert.

@@ -50,6 +50,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::duplicate_within;
 use crate::event::{Event, EventId, EventType, NewEvent, Seq, Topic};
 use crate::log::{Commit, EventLog, LogError, LogStats, Retention, Scope};
 
@@ -698,16 +699,6 @@ impl EventLog for RedisLog {
             None => Ok(()),
         }
     }
-}
-
-/// The first publisher id given twice in `batch`, if any.
-fn duplicate_within(batch: &[NewEvent]) -> Option<String> {
-    let mut seen = HashSet::new();
-    batch
-        .iter()
-        .filter_map(|e| e.id.as_ref())
-        .find(|id| !seen.insert(id.as_str()))
-        .map(|id| id.as_str().to_owned())
 }
 
 /// Stream entries (an XRANGE answer) as events.

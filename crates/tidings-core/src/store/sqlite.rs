@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Row};
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 
+use super::{clamp, storage};
 use crate::event::{now_ms, Event, EventId, EventType, NewEvent, Seq, Topic};
 use crate::log::{Commit, EventLog, LogError, LogStats, Retention, Scope};
 
@@ -70,10 +71,6 @@ pub struct SqliteLog {
     jobs: mpsc::Sender<Job>,
     readers: Readers,
     commits: broadcast::Sender<Commit>,
-}
-
-fn storage(e: impl std::fmt::Display) -> LogError {
-    LogError::Storage(e.to_string())
 }
 
 const SCHEMA: &str = "
@@ -364,10 +361,6 @@ impl EventLog for SqliteLog {
     fn commits(&self) -> broadcast::Receiver<Commit> {
         self.commits.subscribe()
     }
-}
-
-fn clamp(seq: Seq) -> i64 {
-    seq.min(i64::MAX as u64) as i64
 }
 
 const COLUMNS: &str = "seq, id, topics, type, data, retry, private, stored_at";
