@@ -316,6 +316,11 @@ impl Hub {
 
     /// Where the event with this id is: in the recent window, else in the store.
     async fn locate(&self, id: &str) -> Result<Option<Seq>, LogError> {
+        // An id no publisher could have given (a control character, say) is unknown without
+        // asking the store (PostgreSQL refuses a NUL in a query parameter outright).
+        if id != EARLIEST && crate::event::EventId::parse(id).is_err() {
+            return Ok(None);
+        }
         if let Some(seq) = lock(&self.recent).locate(id) {
             return Ok(Some(seq));
         }

@@ -251,6 +251,14 @@ async fn bad_subscriptions_are_refused() {
         ),
         ("empty selector", "/.well-known/mercure?topic=".to_owned()),
         (
+            "control character in an exact selector",
+            "/.well-known/mercure?topic=a%00b".to_owned(),
+        ),
+        (
+            "control character in match=",
+            "/.well-known/mercure?match=a%01b".to_owned(),
+        ),
+        (
             "invalid UTF-8 selector",
             "/.well-known/mercure?topic=%FF".to_owned(),
         ),

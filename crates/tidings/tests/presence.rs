@@ -311,6 +311,26 @@ async fn newer_draft_access_tokens_are_accepted_and_checked() {
     }
 }
 
+/// A token whose `exp` is the largest possible: the stream's end is far away, not an overflow.
+#[tokio::test]
+async fn a_token_expiring_at_the_end_of_time_streams() {
+    let hub = hub_with_keys(false).await;
+    let token = hs256(json!({"exp": u64::MAX, "mercure": {"subscribe": ["*"]}}));
+    let (name, value) = bearer(&token);
+    let mut sub = hub
+        .sse("/.well-known/mercure?topic=forever", &[(name, &value)])
+        .await;
+    let publisher = hs256(json!({"mercure": {"publish": ["*"]}}));
+    let request = hub
+        .client
+        .post(hub.url("/.well-known/mercure"))
+        .bearer_auth(publisher)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("topic=forever&data=x");
+    let id = hub.send(request).await.body;
+    assert_eq!(sub.next().await.id, id);
+}
+
 // ---------------------------------------------------------------------------------------------
 // JWKS: keys by `kid`, from a file or a URL.
 

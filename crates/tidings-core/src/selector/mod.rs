@@ -47,6 +47,9 @@ pub enum SelectorError {
     /// The selector is not a valid URL pattern.
     #[error("invalid URL pattern: {0}")]
     UrlPattern(String),
+    /// An exact selector with a control character: no topic has one, so it could never match.
+    #[error("topic selector contains a control character")]
+    ControlChar,
 }
 
 /// A parsed topic selector.
@@ -83,12 +86,15 @@ impl Selector {
         if s.contains('{') {
             return Self::parse_template(s);
         }
-        Ok(Self::Exact(s.to_owned()))
+        Self::parse_exact(s)
     }
 
     /// Parses the newer draft's `match=`: always an exact topic.
     pub fn parse_exact(s: &str) -> Result<Self, SelectorError> {
         check_len(s)?;
+        if s.chars().any(char::is_control) {
+            return Err(SelectorError::ControlChar);
+        }
         Ok(Self::Exact(s.to_owned()))
     }
 

@@ -349,7 +349,7 @@ impl PostgresLog {
         let client = self.readers.get().await?;
         let mut cutoff: Option<i64> = None;
         if let Some(keep) = retention.max_events {
-            let keep = keep.min(i64::MAX as u64) as i64;
+            let keep = clamp(keep);
             let seq: Option<i64> = client
                 .query_opt(
                     "SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET $1",
@@ -1104,6 +1104,13 @@ fn outbox_event(row: &Row) -> Result<NewEvent, String> {
         new.kind = Some(EventType::parse(kind).map_err(|e| e.to_string())?);
     }
     if let Some(id) = row.try_get::<_, Option<&str>>(4).map_err(text)? {
+        // As over HTTP: webhook deliveries' ids are theirs, so a retried delivery stays a
+        // duplicate and an application cannot claim a future one.
+        if id.starts_with("webhook:") {
+            return Err(
+                "ids starting with \"webhook:\" are reserved for webhook deliveries".into(),
+            );
+        }
         new.id = Some(EventId::parse(id).map_err(|e| e.to_string())?);
     }
     if let Some(retry) = row.try_get::<_, Option<i64>>(5).map_err(text)? {

@@ -247,7 +247,9 @@ async fn stream(
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         // The token was accepted up to `exp` plus the leeway: the stream lasts as long.
-        let left = (std::time::Duration::from_secs(exp) + state.auth.leeway()).saturating_sub(now);
+        let left = std::time::Duration::from_secs(exp)
+            .saturating_add(state.auth.leeway())
+            .saturating_sub(now);
         subscription.end_after(left);
     }
     // Ids have no control characters, so their UTF-8 bytes are a valid (obs-text) header value.

@@ -105,6 +105,9 @@ BEGIN
         ELSIF event_id = 'earliest' THEN
             RAISE EXCEPTION 'tidings.publish: id "earliest" is reserved'
                 USING ERRCODE = 'invalid_parameter_value';
+        ELSIF starts_with(event_id, 'webhook:') THEN
+            RAISE EXCEPTION 'tidings.publish: ids starting with "webhook:" are reserved for webhook deliveries'
+                USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
     IF retry IS NOT NULL AND retry < 0 THEN
