@@ -228,6 +228,12 @@ pub struct Event {
 }
 
 impl Event {
+    /// About how much memory the event holds: its data and id, plus a fixed allowance for the
+    /// rest (topics, type, the `Arc`). For bounding windows and pages of events.
+    pub fn approx_size(&self) -> usize {
+        self.data.len() + self.id.as_str().len() + 64
+    }
+
     /// Builds the stored form of `new` at position `seq`, making an id when the publisher gave none.
     pub fn stored(seq: Seq, new: NewEvent, stored_at_ms: i64) -> Self {
         Self {

@@ -69,11 +69,7 @@ impl Pager {
     fn saw(&mut self, batch: &[Arc<Event>]) -> bool {
         let short = batch.len() < self.limit;
         if !batch.is_empty() {
-            // Topics and ids count too; 64 bytes stands for the rest of an event.
-            let bytes: usize = batch
-                .iter()
-                .map(|e| e.data.len() + e.id.as_str().len() + 64)
-                .sum();
+            let bytes: usize = batch.iter().map(|e| e.approx_size()).sum();
             let each = (bytes / batch.len()).max(1);
             self.limit = (PAGE_BYTES / each).clamp(1, PAGE);
         }
@@ -206,11 +202,6 @@ impl Hub {
             ));
         }
         Ok(hub)
-    }
-
-    /// The options the hub runs with.
-    pub fn options(&self) -> &HubOptions {
-        &self.options
     }
 
     /// Appends `batch` atomically; answers once it is durable.
@@ -411,7 +402,7 @@ impl Hub {
         }
         if start == Start::Latest {
             for event in self.latest_visible(&interest, head.seq).await? {
-                preamble.extend_from_slice(&sse::encode(&event));
+                sse::encode_into(&mut preamble, &event);
                 if interest.ends_on(&event) {
                     finish = true;
                     break;
@@ -422,6 +413,7 @@ impl Hub {
             upto: head.seq,
             pending: None,
             pager: Pager::new(),
+            scope: Arc::new(interest.scope()),
         });
         Ok(Subscription {
             log: self.log.clone(),
@@ -594,6 +586,8 @@ struct Replay {
     upto: Seq,
     pending: Option<ReadFuture>,
     pager: Pager,
+    /// What the store may narrow the reads to, computed once.
+    scope: Arc<Scope>,
 }
 
 /// A live subscription: a stream of SSE bytes (history first, then live frames, heartbeats
@@ -707,7 +701,7 @@ impl Subscription {
             let pending = replay.pending.get_or_insert_with(|| {
                 let (log, scope, after, upto, limit) = (
                     self.log.clone(),
-                    self.interest.scope(),
+                    replay.scope.clone(),
                     self.sent,
                     replay.upto,
                     replay.pager.limit(),
@@ -728,9 +722,9 @@ impl Subscription {
             if short || self.sent >= replay.upto {
                 self.replay = None;
             }
-            let mut buf = BytesMut::new();
+            let mut buf = BytesMut::with_capacity(batch.iter().map(|e| sse::encoded_len(e)).sum());
             for event in batch.iter().filter(|e| self.interest.wants(e)) {
-                buf.extend_from_slice(&sse::encode(event));
+                sse::encode_into(&mut buf, event);
                 if self.interest.ends_on(event) {
                     self.replay = None;
                     self.done = true;

@@ -199,18 +199,50 @@ impl Mailbox {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `frame` (the encoding of the event at `seq`), or, attached and with nothing
-    /// waiting, writes it to the socket; `now` is when the caller started dispatching.
+    /// Queues `frame` (the encoding of the event at `seq`) and writes it at once, as far as the
+    /// socket takes it: [`Mailbox::hold`] then [`Mailbox::release`]. The fan-out holds and
+    /// releases itself, so that frames dispatched together leave in one write.
+    #[cfg(test)]
     pub fn push(&self, seq: Seq, frame: &Frame, now: Instant) -> Pushed {
-        self.push_or_hold(seq, frame, now, false).0
+        let (pushed, _) = self.hold(seq, frame);
+        self.release(now);
+        match self.lock().closed {
+            Some(Closed::Broken) if pushed == Pushed::Queued => Pushed::AlreadyClosed,
+            _ => pushed,
+        }
     }
 
-    /// Queues `frame` like [`Mailbox::push`], but neither writes it nor wakes the reader: the
-    /// caller queues more, then calls [`Mailbox::release`], so frames dispatched together
-    /// leave in one write. Also says whether this is the first frame held since the last
-    /// release (the caller then owes the mailbox a release).
+    /// Queues `frame` (the encoding of the event at `seq`) without writing it or waking the
+    /// reader: the caller queues more, then calls [`Mailbox::release`], so frames dispatched
+    /// together leave in one write. Also says whether this is the first frame held since the
+    /// last release (the caller then owes the mailbox a release). Past either bound the queue
+    /// is freed and the mailbox closed (`Slow`).
     pub fn hold(&self, seq: Seq, frame: &Frame) -> (Pushed, bool) {
-        self.push_or_hold(seq, frame, Instant::now(), true)
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if inner.closed.is_some() {
+            return (Pushed::AlreadyClosed, false);
+        }
+        if inner.direct.as_deref().is_some_and(|d| seq <= d.sent) {
+            // Sent already, by the history replay.
+            return (Pushed::Queued, false);
+        }
+        let len = frame.wire().len();
+        if inner.frames.len() >= self.bounds.frames || inner.bytes + len > self.bounds.bytes {
+            inner.clear();
+            inner.closed = Some(Closed::Slow);
+            let waker = inner.wake();
+            drop(guard);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return (Pushed::Overflowed, false);
+        }
+        inner.bytes += len;
+        inner.frames.push_back((seq, frame.clone()));
+        let first = !inner.held;
+        inner.held = true;
+        (Pushed::Queued, first)
     }
 
     /// Writes what [`Mailbox::hold`] queued, as far as the attached socket takes it without
@@ -240,66 +272,6 @@ impl Mailbox {
         if let Some(w) = waker {
             w.wake();
         }
-    }
-
-    fn push_or_hold(&self, seq: Seq, frame: &Frame, now: Instant, hold: bool) -> (Pushed, bool) {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        if inner.closed.is_some() {
-            return (Pushed::AlreadyClosed, false);
-        }
-        let mut result = None;
-        if let Some(direct) = inner.direct.as_deref_mut() {
-            if seq <= direct.sent {
-                // Sent already, by the history replay.
-                return (Pushed::Queued, false);
-            }
-            if !hold && direct.partial.is_empty() && inner.frames.is_empty() {
-                let wire = frame.wire();
-                match direct.wire.try_write_vectored(&[IoSlice::new(wire)]) {
-                    Ok(n) if n == wire.len() => {
-                        direct.sent = seq;
-                        direct.wrote(n, now);
-                        return (Pushed::Queued, false);
-                    }
-                    Ok(n) if n > 0 => {
-                        // The connection's task writes the rest when the socket has room.
-                        direct.sent = seq;
-                        direct.wrote(n, now);
-                        direct.partial = wire.slice(n..);
-                        result = Some(Pushed::Queued);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    _ => {
-                        inner.closed = Some(Closed::Broken);
-                        result = Some(Pushed::AlreadyClosed);
-                    }
-                }
-            }
-        }
-        let result = result.unwrap_or_else(|| {
-            let len = frame.wire().len();
-            if inner.frames.len() >= self.bounds.frames || inner.bytes + len > self.bounds.bytes {
-                inner.clear();
-                inner.closed = Some(Closed::Slow);
-                Pushed::Overflowed
-            } else {
-                inner.bytes += len;
-                inner.frames.push_back((seq, frame.clone()));
-                Pushed::Queued
-            }
-        });
-        if hold && result == Pushed::Queued {
-            let first = !inner.held;
-            inner.held = true;
-            return (result, first);
-        }
-        let waker = inner.wake();
-        drop(guard);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        (result, false)
     }
 
     /// Closes the mailbox; queued frames are still drained unless the reason is `Slow`.

@@ -27,10 +27,6 @@ pub struct Recent {
     retention: Retention,
 }
 
-fn size(e: &Event) -> usize {
-    e.data.len() + e.id.as_str().len() + 64
-}
-
 impl Recent {
     pub fn new(retention: Retention) -> Self {
         let max_events = retention
@@ -58,7 +54,7 @@ impl Recent {
             if self.events.back().is_some_and(|b| b.seq >= e.seq) {
                 continue;
             }
-            self.bytes += size(e);
+            self.bytes += e.approx_size();
             self.ids.insert(e.id.clone(), e.seq);
             self.events.push_back(e.clone());
         }
@@ -71,7 +67,7 @@ impl Recent {
 
     fn pop_front(&mut self) {
         if let Some(e) = self.events.pop_front() {
-            self.bytes -= size(&e);
+            self.bytes -= e.approx_size();
             self.ids.remove(&e.id);
         }
     }
@@ -89,7 +85,7 @@ impl Recent {
 
     /// The seq of the event with this id, when it is in the window (and not past its age).
     pub fn locate(&self, id: &str) -> Option<Seq> {
-        let seq = *self.ids.get(&EventId::from_stored(id))?;
+        let seq = *self.ids.get(id)?;
         match (self.too_old(), self.at(seq)) {
             (Some(cutoff), Some(e)) if e.stored_at_ms < cutoff => None,
             (_, Some(_)) => Some(seq),

@@ -11,18 +11,31 @@ pub const HEARTBEAT: &[u8] = b":\n\n";
 /// Encodes `event` as one SSE frame: `id`, `event`, `retry`, then one `data:` line for each line of
 /// the data (CRLF, CR and LF all end a line), then the blank line that dispatches it.
 pub fn encode(event: &Event) -> Bytes {
-    let mut buf = BytesMut::with_capacity(event.data.len() + event.id.as_str().len() + 48);
-    put_event(&mut buf, event);
+    let mut buf = BytesMut::with_capacity(encoded_len(event));
+    encode_into(&mut buf, event);
     buf.freeze()
 }
 
-fn put_event(buf: &mut BytesMut, event: &Event) {
+/// About how many bytes [`encode`] writes: every field, the retry's digits and one `data:`
+/// line; a frame only grows past it for data with many line breaks.
+pub fn encoded_len(event: &Event) -> usize {
+    let kind = event.kind.as_ref().map_or(0, |k| k.as_str().len() + 8);
+    let retry = if event.retry.is_some() { 28 } else { 0 };
+    event.id.as_str().len() + 5 + kind + retry + event.data.len() + 8 + 16
+}
+
+/// [`encode`], appended to `buf` (a page of history in one buffer).
+pub fn encode_into(buf: &mut BytesMut, event: &Event) {
     put_field(buf, b"id", event.id.as_str().as_bytes());
     if let Some(kind) = &event.kind {
         put_field(buf, b"event", kind.as_str().as_bytes());
     }
     if let Some(retry) = event.retry {
-        put_field(buf, b"retry", retry.to_string().as_bytes());
+        use std::fmt::Write;
+        buf.put_slice(b"retry: ");
+        // Writing digits into a BytesMut cannot fail.
+        let _ = write!(buf, "{retry}");
+        buf.put_u8(b'\n');
     }
     put_data(buf, &event.data);
     buf.put_u8(b'\n');
@@ -79,11 +92,9 @@ const CHUNK_HEAD_MAX: usize = 18;
 
 /// [`encode`], framed as one HTTP/1.1 chunk (see [`Frame`]), in one allocation.
 pub fn encode_frame(event: &Event) -> Frame {
-    let mut buf = BytesMut::with_capacity(
-        CHUNK_HEAD_MAX + event.data.len() + event.id.as_str().len() + 48 + 2,
-    );
+    let mut buf = BytesMut::with_capacity(CHUNK_HEAD_MAX + encoded_len(event) + 2);
     buf.put_slice(&[0u8; CHUNK_HEAD_MAX]);
-    put_event(&mut buf, event);
+    encode_into(&mut buf, event);
     let len = buf.len() - CHUNK_HEAD_MAX;
     // The frame is never empty (it has at least `id` and `data` lines), so no leading zero.
     let digits = ((usize::BITS - len.leading_zeros()).div_ceil(4) as usize).max(1);

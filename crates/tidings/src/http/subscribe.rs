@@ -124,7 +124,7 @@ pub fn parse_request(
             "match_urlpattern" | "matchURLPattern" if path_topic.is_none() => {
                 selectors.push(Selector::parse_url_pattern(&value)?)
             }
-            "topic" | "match" | "match_exact" | "match_urlpattern" | "matchURLPattern" => {
+            n if is_selector(n) => {
                 return Err(ApiError::bad(
                     "this endpoint's topic is its path; topic and match parameters are not allowed",
                 ))
@@ -148,13 +148,6 @@ pub fn parse_request(
         return Err(ApiError::bad(
             "missing topic: give at least one topic, match or match_urlpattern parameter",
         ));
-    }
-    if selectors.len() > limits.max_selectors {
-        return Err(ApiError::bad(format!(
-            "too many topic selectors: {} (at most {})",
-            selectors.len(),
-            limits.max_selectors
-        )));
     }
     // The header takes precedence over the query parameters, as Mercure asks.
     let header_id = headers

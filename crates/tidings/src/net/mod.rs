@@ -32,7 +32,6 @@ pub mod stall;
 
 pub use limits::{ConnectionGuard, ConnectionLimits, Refusal};
 pub use live::{LiveStream, Takeover};
-pub use stall::WriteStall;
 
 /// Connections being refused at once; past this, a refused connection is closed unanswered.
 const MAX_REFUSING: usize = 1024;
