@@ -507,6 +507,25 @@ async fn publish_rate_is_per_token() {
         .await
         .assert_refused(401, "a forged token");
     assert_retry_after(&publish_as(&hub, None, "x").await, 429, "the address's 3rd");
+    // A token in the `authorization` query parameter is the same publisher as in the header:
+    // carol's own bucket, not the (now empty) address's.
+    let carol = publisher_token(SECRET, "carol");
+    for i in 0..2 {
+        let reply = hub
+            .send(
+                hub.client
+                    .post(hub.url(&format!("/.well-known/mercure?authorization={carol}")))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("topic=rated&data=c{i}")),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    assert_retry_after(
+        &publish_as(&hub, Some(&carol), "c2").await,
+        429,
+        "carol's 3rd",
+    );
     // Subscribing and polling are not publishes.
     hub.poll("topic=rated").await;
 }

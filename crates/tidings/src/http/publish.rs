@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -22,11 +22,12 @@ use crate::config::Limits;
 pub async fn publish(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
+    verified: Option<Extension<VerifiedPublisher>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &state.limits;
-    let grant = publisher_grant(&state, query.as_deref(), &headers).await?;
+    let grant = publisher_grant(&state, query.as_deref(), &headers, verified).await?;
     let body = read_body(body, limits).await?;
     match content_type(&headers).as_str() {
         "application/json" => {
@@ -60,11 +61,12 @@ pub async fn publish_to_path(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
+    verified: Option<Extension<VerifiedPublisher>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = &state.limits;
-    let grant = publisher_grant(&state, query.as_deref(), &headers).await?;
+    let grant = publisher_grant(&state, query.as_deref(), &headers, verified).await?;
     let body = read_body(body, limits).await?;
     let topic = Topic::parse(&topic)?;
     let event = match content_type(&headers).as_str() {
@@ -86,13 +88,21 @@ pub async fn publish_to_path(
     Ok(json_ids(&ids, true))
 }
 
-/// The publisher's grant, from the token in the header, the `authorization` query parameter or
-/// the cookie (`None` in the open development mode).
-async fn publisher_grant(
+/// A publisher token the rate limiter has verified already, with what it grants, so the
+/// handler does not verify it again.
+#[derive(Clone)]
+pub struct VerifiedPublisher {
+    pub token: String,
+    pub grant: Option<Grant>,
+}
+
+/// The publisher token a request carries (the header, the `authorization` query parameter or
+/// the cookie, in that order), and whether it came from the cookie.
+pub(crate) fn publisher_token(
     state: &AppState,
     query: Option<&str>,
     headers: &HeaderMap,
-) -> Result<Option<Grant>, ApiError> {
+) -> Result<(Option<String>, bool), ApiError> {
     let pairs = form::pairs(query.unwrap_or("").as_bytes())?;
     let query_token = pairs
         .iter()
@@ -101,6 +111,17 @@ async fn publisher_grant(
     let token = state.auth.token(headers, query_token);
     let from_cookie =
         token.is_some() && query_token.is_none() && !headers.contains_key(header::AUTHORIZATION);
+    Ok((token.map(str::to_owned), from_cookie))
+}
+
+/// The publisher's grant (`None` in the open development mode).
+async fn publisher_grant(
+    state: &AppState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    verified: Option<Extension<VerifiedPublisher>>,
+) -> Result<Option<Grant>, ApiError> {
+    let (token, from_cookie) = publisher_token(state, query, headers)?;
     if from_cookie && !same_or_allowed_origin(state, headers) {
         // A browser sends cookies with a cross-site form POST: without this check any page
         // could publish with its visitor's cookie (CSRF).
@@ -108,7 +129,10 @@ async fn publisher_grant(
             "a publish authorized by a cookie must come from an allowed Origin".into(),
         ));
     }
-    Ok(state.auth.publisher(token).await?)
+    match verified {
+        Some(Extension(v)) if token.as_deref() == Some(v.token.as_str()) => Ok(v.grant),
+        _ => Ok(state.auth.publisher(token.as_deref()).await?),
+    }
 }
 
 /// Whether the request's `Origin` (or, lacking it, `Referer`) is the hub's own origin or one of

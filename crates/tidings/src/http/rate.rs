@@ -118,20 +118,31 @@ fn refilled(bucket: &Bucket, now: Instant, per_second: f64) -> f64 {
 /// Middleware on the publish routes: draws from the publisher's bucket when a rate is set.
 pub async fn limit_publish(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let Some(limiter) = &state.publish_rate else {
         return next.run(request).await;
     };
-    let token = state
-        .auth
-        .token(request.headers(), None)
-        .map(Box::<str>::from);
-    let who = match token {
-        // Only a token that verifies gets its own bucket, so made-up tokens cannot dodge the limit.
-        Some(token) if matches!(state.auth.publisher(Some(&token)).await, Ok(Some(_))) => {
-            Publisher::Token(token)
+    // The same token the handler will use; a malformed query is the handler's to refuse.
+    let token = super::publish::publisher_token(&state, request.uri().query(), request.headers())
+        .ok()
+        .and_then(|(token, _)| token);
+    let grant = match &token {
+        Some(token) => state.auth.publisher(Some(token)).await.ok().flatten(),
+        None => None,
+    };
+    let who = match (token, grant) {
+        // Only a token that verifies gets its own bucket, so made-up tokens cannot dodge the
+        // limit; the handler reuses the verification.
+        (Some(token), Some(grant)) => {
+            request
+                .extensions_mut()
+                .insert(super::publish::VerifiedPublisher {
+                    token: token.clone(),
+                    grant: Some(grant),
+                });
+            Publisher::Token(token.into())
         }
         _ => {
             let peer = request
