@@ -5,6 +5,9 @@
 use anyhow::{bail, Context};
 use tidings_core::store::postgres::watch::{self, WatchSpec};
 use tidings_core::store::postgres::{connect_migrated, PostgresOptions};
+use tidings_core::store::sqlite::Durability;
+
+use crate::config::StoreConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct PgArgs {
@@ -56,10 +59,11 @@ pub struct WatchArgs {
 
 /// `tidings pg ...`.
 pub async fn run(args: PgArgs) -> anyhow::Result<()> {
-    let Some(url) = args.store.filter(|s| {
-        let lower = s.to_ascii_lowercase();
-        lower.starts_with("postgres://") || lower.starts_with("postgresql://")
-    }) else {
+    let store = args
+        .store
+        .as_deref()
+        .map(|s| StoreConfig::parse(s, Durability::Full));
+    let Some(Ok(StoreConfig::Postgres { url, .. })) = store else {
         bail!("tidings pg needs --store postgres://... (or TIDINGS_STORE)");
     };
     let mut options = PostgresOptions::new(url);

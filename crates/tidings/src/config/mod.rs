@@ -19,6 +19,7 @@ use crate::net::ServeOptions;
 
 mod edge;
 
+use crate::ingest::webhook::read_secret;
 pub use edge::{EdgeArgs, EdgeConfig};
 use edge::{TextList, TextOrNumber};
 
@@ -385,14 +386,7 @@ fn key_config(
         }
         return Ok(None);
     };
-    let key = match key.strip_prefix('@') {
-        // A key file's trailing newline is not part of the key.
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the key file {path}"))?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        None => key,
-    };
+    let key = read_secret(&key)?;
     let algorithm = parse_algorithm(alg.as_deref().unwrap_or("HS256"))?;
     Ok(Some(KeyConfig {
         algorithm,

@@ -358,8 +358,9 @@ fn header_name(name: &str, key: &str) -> anyhow::Result<HeaderName> {
         .map_err(|_| anyhow::anyhow!("{key}: {name:?} is not a header name"))
 }
 
-/// A secret from the file, or from the file it names with `@PATH` (without its trailing newline).
-fn read_secret(text: &str) -> anyhow::Result<String> {
+/// A secret (or key) given inline, or read from the file it names with `@PATH`, without the
+/// file's trailing newline.
+pub(crate) fn read_secret(text: &str) -> anyhow::Result<String> {
     match text.strip_prefix('@') {
         Some(path) => Ok(std::fs::read_to_string(path)
             .with_context(|| format!("reading the secret file {path}"))?
