@@ -86,6 +86,11 @@ impl Interest {
                 _ => return false,
             }
         }
+        self.may_see(event)
+    }
+
+    /// Whether the event is public or private to a topic this subscriber's token covers.
+    pub fn may_see(&self, event: &Event) -> bool {
         !event.private
             || event
                 .topics

@@ -272,7 +272,12 @@ impl Hub {
         })
     }
 
-    async fn resolve(&self, start: &Start, head: &Head) -> Result<Cursor, HubError> {
+    async fn resolve(
+        &self,
+        start: &Start,
+        head: &Head,
+        interest: &Interest,
+    ) -> Result<Cursor, HubError> {
         let live = || Cursor {
             after: head.seq,
             start_id: head
@@ -288,7 +293,7 @@ impl Hub {
                 start_id: EARLIEST.to_owned(),
                 unknown: None,
             },
-            Start::After(id) => match self.locate(id).await? {
+            Start::After(id) => match self.locate_visible(id, interest).await? {
                 Some(seq) => Cursor {
                     after: seq,
                     start_id: id.clone(),
@@ -303,6 +308,27 @@ impl Hub {
                 },
             },
         })
+    }
+
+    /// Where the event with this id is, when `interest` may see it: a private event the caller
+    /// may not receive is answered exactly like an unknown id, so a resume cannot probe for
+    /// private ids.
+    async fn locate_visible(&self, id: &str, interest: &Interest) -> Result<Option<Seq>, LogError> {
+        let Some(seq) = self.locate(id).await? else {
+            return Ok(None);
+        };
+        let cached = lock(&self.recent).get(seq);
+        let event = match cached {
+            Some(event) => Some(event),
+            None => self
+                .log
+                .read(seq - 1, seq, &Scope::All, 1)
+                .await?
+                .into_iter()
+                .next(),
+        };
+        // Pruned between the two reads: as unknown as it gets.
+        Ok(event.filter(|e| interest.may_see(e)).map(|_| seq))
     }
 
     /// Where the event with this id is: in the recent window, else in the store.
@@ -394,7 +420,7 @@ impl Hub {
             fanout: self.fanout.clone(),
             key,
         };
-        let cursor = self.resolve(&start, &head).await?;
+        let cursor = self.resolve(&start, &head, &interest).await?;
         let mut preamble = BytesMut::from(&b":\n"[..]);
         let mut finish = false;
         if let Some(id) = &cursor.unknown {
@@ -411,6 +437,8 @@ impl Hub {
         }
         let replay = (cursor.after < head.seq && !finish).then(|| Replay {
             upto: head.seq,
+            upto_id: head.id.as_ref().map(ToString::to_string),
+            last_id: cursor.start_id.clone(),
             pending: None,
             pager: Pager::new(),
             scope: Arc::new(interest.scope()),
@@ -445,7 +473,7 @@ impl Hub {
     ) -> Result<PollPage, HubError> {
         let interest = Arc::new(interest);
         let head = self.fanout.head();
-        let cursor = self.resolve(&start, &head).await?;
+        let cursor = self.resolve(&start, &head, &interest).await?;
         let scope = interest.scope();
         // Where the next poll continues when nothing is returned: the requested position, or
         // for an unknown id the head, since nothing was replayed.
@@ -457,7 +485,7 @@ impl Hub {
             events: Vec::new(),
             last_event_id: resume_id,
             more: false,
-            unknown: cursor.unknown.clone(),
+            reset: cursor.unknown.clone(),
         };
         if start == Start::Latest {
             page.events = self.latest_visible(&interest, head.seq).await?;
@@ -491,10 +519,23 @@ impl Hub {
             let mut read_to = after;
             let mut pager = Pager::new();
             while read_to < head.seq && page.events.len() <= limit {
-                let batch = self
-                    .log
-                    .read(read_to, head.seq, &scope, pager.limit())
-                    .await?;
+                let Checked { events: batch, gap } =
+                    read_checked(&*self.log, read_to, head.seq, &scope, pager.limit()).await?;
+                if gap {
+                    if page.events.is_empty() {
+                        // Pruning overtook the cursor: reset, as for an unknown id, and
+                        // continue from the head.
+                        page.reset = Some(page.last_event_id.clone());
+                        page.more = false;
+                        if let Some(id) = &head.id {
+                            page.last_event_id = id.to_string();
+                        }
+                        return Ok(page);
+                    }
+                    // Answer what came before the hole; the next poll reports it.
+                    page.more = true;
+                    break;
+                }
                 let short = pager.saw(&batch);
                 let Some(last) = batch.last() else { break };
                 read_to = last.seq;
@@ -556,6 +597,51 @@ fn reset_notice(requested: &str, head: &Head) -> String {
     .to_string()
 }
 
+/// The notice sent when events after `last` were pruned before they could be replayed.
+fn gap_notice(last: &str, upto: Option<&str>) -> String {
+    serde_json::json!({
+        "reason": "events after Last-Event-ID expired before they were replayed; \
+                   the rest of the history was skipped",
+        "last_event_id": last,
+        "resumed_after": upto,
+    })
+    .to_string()
+}
+
+/// A page of history and whether retained history has a hole in front of it.
+struct Checked {
+    events: Vec<Arc<Event>>,
+    /// Some event in `(after, first event read]` (or `(after, upto]` when none was read) was
+    /// pruned before the read: the reader would skip it silently.
+    gap: bool,
+}
+
+/// Reads a page of history after `after` and checks it against pruning. Pruning removes a
+/// prefix of the log, so if an event between `after` and the first event read was gone when
+/// the read ran, the oldest retained event (asked *after* the read) lies beyond `after + 1`.
+/// The check is skipped when the page starts right at `after + 1` (no hole possible) and for
+/// `after == 0` (a reader from the start asked for whatever is retained). It can err only
+/// towards reporting a gap, when pruning passes the cursor between the read and the check.
+async fn read_checked(
+    log: &dyn EventLog,
+    after: Seq,
+    upto: Seq,
+    scope: &Scope,
+    limit: usize,
+) -> Result<Checked, LogError> {
+    let events = log.read(after, upto, scope, limit).await?;
+    let contiguous = events.first().is_some_and(|e| e.seq == after + 1);
+    if contiguous || after == 0 || after >= upto {
+        return Ok(Checked { events, gap: false });
+    }
+    let gap = match log.oldest().await? {
+        Some(oldest) => oldest > after + 1,
+        // Everything up to `upto` existed (it was dispatched) and is gone.
+        None => true,
+    };
+    Ok(Checked { events, gap })
+}
+
 /// One page of a poll.
 #[derive(Debug)]
 pub struct PollPage {
@@ -564,8 +650,10 @@ pub struct PollPage {
     pub last_event_id: String,
     /// More matching events are already waiting.
     pub more: bool,
-    /// The requested id when it was unknown or pruned.
-    pub unknown: Option<String>,
+    /// Set when events after this id are no longer retained (the id was unknown or pruned, or
+    /// pruning overtook the cursor): nothing from there was replayed, and `last_event_id` is
+    /// the head.
+    pub reset: Option<String>,
 }
 
 /// Unregisters from the fan-out when dropped.
@@ -580,10 +668,14 @@ impl Drop for Registration {
     }
 }
 
-type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<Arc<Event>>, LogError>> + Send>>;
+type ReadFuture = Pin<Box<dyn Future<Output = Result<Checked, LogError>> + Send>>;
 
 struct Replay {
     upto: Seq,
+    /// The id of the event at `upto`, for the gap notice.
+    upto_id: Option<String>,
+    /// The id of the last event this stream sent (or its starting id), for the gap notice.
+    last_id: String,
     pending: Option<ReadFuture>,
     pager: Pager,
     /// What the store may narrow the reads to, computed once.
@@ -694,8 +786,9 @@ impl Subscription {
         while let Some(replay) = &mut self.replay {
             if replay.pending.is_none() {
                 let cached = lock(&self.recent).read(self.sent, replay.upto, replay.pager.limit());
-                if let Some(batch) = cached {
-                    replay.pending = Some(Box::pin(std::future::ready(Ok(batch))));
+                if let Some(events) = cached {
+                    let page = Checked { events, gap: false };
+                    replay.pending = Some(Box::pin(std::future::ready(Ok(page))));
                 }
             }
             let pending = replay.pending.get_or_insert_with(|| {
@@ -706,10 +799,18 @@ impl Subscription {
                     replay.upto,
                     replay.pager.limit(),
                 );
-                Box::pin(async move { log.read(after, upto, &scope, limit).await })
+                Box::pin(async move { read_checked(&*log, after, upto, &scope, limit).await })
             });
             let batch = match ready!(pending.as_mut().poll(cx)) {
-                Ok(batch) => batch,
+                Ok(Checked { gap: true, .. }) => {
+                    // Pruning overtook the cursor: say so, and go on live from the head, as
+                    // for an unknown id (the client refetches its state).
+                    let notice = gap_notice(&replay.last_id, replay.upto_id.as_deref());
+                    self.sent = replay.upto;
+                    self.replay = None;
+                    return Poll::Ready(Some(Ok(sse::notice(RESET_EVENT, &notice))));
+                }
+                Ok(page) => page.events,
                 Err(e) => return Poll::Ready(Some(Err(e))),
             };
             replay.pending = None;
@@ -725,6 +826,10 @@ impl Subscription {
             let mut buf = BytesMut::with_capacity(batch.iter().map(|e| sse::encoded_len(e)).sum());
             for event in batch.iter().filter(|e| self.interest.wants(e)) {
                 sse::encode_into(&mut buf, event);
+                if let Some(replay) = &mut self.replay {
+                    replay.last_id.clear();
+                    replay.last_id.push_str(event.id.as_str());
+                }
                 if self.interest.ends_on(event) {
                     self.replay = None;
                     self.done = true;

@@ -103,6 +103,15 @@ pub trait EventLog: Send + Sync + 'static {
     /// Counts and bounds of the retained log.
     async fn stats(&self) -> Result<LogStats, LogError>;
 
+    /// The seq of the oldest retained event, `None` when the log holds none. Pruning removes
+    /// a prefix of the log, so every event from here to the head is still retained: a reader
+    /// that read after `after` and asks this *afterwards* knows that no event in
+    /// `(after, oldest)` was there to be read when `oldest > after + 1` is false. Default: from
+    /// [`EventLog::stats`]; stores override it with a cheaper query.
+    async fn oldest(&self) -> Result<Option<Seq>, LogError> {
+        Ok(self.stats().await?.oldest.map(|(seq, _)| seq))
+    }
+
     /// A receiver of commit notices. A lagging receiver loses notices (`RecvError::Lagged`) and
     /// must then read the log to catch up; the log rows are the truth, notices only wake-ups.
     fn commits(&self) -> broadcast::Receiver<Commit>;

@@ -83,6 +83,11 @@ impl Recent {
             .get(usize::try_from(seq.checked_sub(front)?).ok()?)
     }
 
+    /// The event at `seq`, when it is in the window.
+    pub fn get(&self, seq: Seq) -> Option<Arc<Event>> {
+        self.at(seq).cloned()
+    }
+
     /// The seq of the event with this id, when it is in the window (and not past its age).
     pub fn locate(&self, id: &str) -> Option<Seq> {
         let seq = *self.ids.get(id)?;

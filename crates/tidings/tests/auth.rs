@@ -1814,3 +1814,54 @@ async fn isolation_1000_subscribers_with_per_session_tokens() {
         started.elapsed()
     );
 }
+
+/// The first event of a stream, skipping the comment-only preamble.
+async fn first_event(hub: &TestHub, url: &str, headers: &[(&str, &str)]) -> (String, String) {
+    let mut sse = hub.sse(url, headers).await;
+    let start = sse.header("last-event-id");
+    match sse.recv(Duration::from_secs(2)).await {
+        Next::Event(e) => (start, e.event),
+        other => (start, format!("{other:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_after_a_private_id_one_may_not_see_looks_like_an_unknown_id() {
+    let hub = hmac_hub().await;
+    publish_ok(
+        &hub,
+        &[
+            ("topic", "invoices/42"),
+            ("id", "invoice-2026-0042"),
+            ("data", "secret"),
+            ("private", "on"),
+        ],
+    )
+    .await;
+    publish_public(&hub, &["invoices/42"], "public").await;
+    let url = format!("/.well-known/mercure?topic={}", enc("invoices/{id}"));
+    let unknown = first_event(&hub, &url, &[("last-event-id", "no-such-invoice")]).await;
+    assert_eq!(unknown, ("earliest".into(), "tidings.reset".into()));
+    let private = first_event(&hub, &url, &[("last-event-id", "invoice-2026-0042")]).await;
+    assert_eq!(private, unknown, "an anonymous resume learns nothing");
+    let polled = hub
+        .poll(&format!(
+            "topic={}&after=invoice-2026-0042",
+            enc("invoices/{id}")
+        ))
+        .await;
+    assert!(polled["reset"].is_object(), "poll: {polled}");
+    assert_eq!(polled["events"], json!([]), "poll: {polled}");
+    // A subscriber whose token covers the topic resumes after it as usual.
+    let auth = bearer(&subscriber(&["invoices/{id}"]));
+    let entitled = first_event(
+        &hub,
+        &url,
+        &[
+            ("last-event-id", "invoice-2026-0042"),
+            ("authorization", &auth),
+        ],
+    )
+    .await;
+    assert_eq!(entitled, ("invoice-2026-0042".into(), "message".into()));
+}

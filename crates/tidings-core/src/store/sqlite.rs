@@ -358,6 +358,16 @@ impl EventLog for SqliteLog {
             .await
     }
 
+    async fn oldest(&self) -> Result<Option<Seq>, LogError> {
+        self.readers
+            .run(|conn| {
+                conn.prepare_cached("SELECT min(seq) FROM events")?
+                    .query_row([], |r| r.get::<_, Option<i64>>(0))
+                    .map(|s| s.map(|s| s as Seq))
+            })
+            .await
+    }
+
     fn commits(&self) -> broadcast::Receiver<Commit> {
         self.commits.subscribe()
     }

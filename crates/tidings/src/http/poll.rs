@@ -58,7 +58,8 @@ struct Page<'a> {
     last_event_id: &'a str,
     /// More matching events are waiting: poll again at once.
     more: bool,
-    /// Present when `after` named an unknown or pruned event: nothing was replayed.
+    /// Present when events after `after` are no longer retained (an unknown or pruned id, or
+    /// pruning overtook the cursor): nothing from there was replayed.
     #[serde(skip_serializing_if = "Option::is_none")]
     reset: Option<Reset<'a>>,
 }
@@ -118,8 +119,8 @@ pub async fn poll(
         events: page.events.iter().map(|e| EventJson::from(&**e)).collect(),
         last_event_id: &page.last_event_id,
         more: page.more,
-        reset: page.unknown.as_deref().map(|id| Reset {
-            reason: "unknown or expired event id; nothing was replayed",
+        reset: page.reset.as_deref().map(|id| Reset {
+            reason: "events after this id are no longer retained; nothing from there was replayed",
             last_event_id: id,
         }),
     };
