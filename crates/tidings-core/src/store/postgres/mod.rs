@@ -74,8 +74,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The embedded migrations, `(version, sql)`, applied in order. Never edit one that has shipped;
 /// add the next version instead.
 pub const MIGRATIONS: &[(i32, &str)] = &[
-    (1, include_str!("postgres/0001_init.sql")),
-    (2, include_str!("postgres/0002_outbox.sql")),
+    (1, include_str!("0001_init.sql")),
+    (2, include_str!("0002_outbox.sql")),
 ];
 
 /// How to open a [`PostgresLog`].
