@@ -70,8 +70,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait between two reconnection attempts of the listener.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-const APPEND_LUA: &str = include_str!("redis/append.lua");
-const PRUNE_LUA: &str = include_str!("redis/prune.lua");
+const APPEND_LUA: &str = include_str!("append.lua");
+const PRUNE_LUA: &str = include_str!("prune.lua");
 
 /// How to open a [`RedisLog`].
 #[derive(Debug, Clone)]
