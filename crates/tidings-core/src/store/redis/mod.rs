@@ -39,39 +39,42 @@
 //!
 //! Retention (`redis/prune.lua`) deletes the oldest events in chunks of [`PRUNE_CHUNK`], each
 //! chunk atomically with its index entries, then XTRIMs the stream to the first kept seq.
+//!
+//! Files: this one holds [`RedisLog`] itself (keys, opening and the server check, reads, the
+//! [`EventLog`] impl); `writer.rs` the group-commit writer task; `listener.rs` the SUBSCRIBE
+//! connection; `decode.rs` stream entries into events; `append.lua` and `prune.lua` the scripts.
+
+mod decode;
+mod listener;
+mod writer;
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script, Value};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
+use self::decode::decode_entries;
+use self::listener::{listen, subscribe, Link};
+use self::writer::{Pending, Writer};
 use super::duplicate_within;
-use crate::event::{Event, EventId, EventType, NewEvent, Seq, Topic};
+use crate::event::{Event, NewEvent, Seq};
 use crate::log::{Commit, EventLog, LogError, LogStats, Retention, Scope};
 
 /// Most append requests committed by one script.
 pub const MAX_GROUP: usize = 1024;
-/// Most bytes of event data and topics in one group (a single larger request still goes alone).
-const MAX_GROUP_BYTES: usize = 4 << 20;
 /// Most events deleted by one prune script, so appends are never held up for long.
 pub const PRUNE_CHUNK: usize = 1000;
 /// Longest accepted key prefix.
 pub const MAX_PREFIX_LEN: usize = 100;
 /// Most events or seqs asked of Redis in one command.
 const PAGE: usize = 1000;
-/// How often the listener pings its connection, and how long a ping may take.
-const PING_EVERY: Duration = Duration::from_secs(5);
-const PING_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest wait between two reconnection attempts of the listener.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-const APPEND_LUA: &str = include_str!("redis/append.lua");
-const PRUNE_LUA: &str = include_str!("redis/prune.lua");
+const APPEND_LUA: &str = include_str!("append.lua");
+const PRUNE_LUA: &str = include_str!("prune.lua");
 
 /// How to open a [`RedisLog`].
 #[derive(Debug, Clone)]
@@ -141,29 +144,6 @@ impl Keys {
 
     fn topic(&self, topic: &str) -> String {
         format!("{}{topic}", self.topic_prefix)
-    }
-}
-
-type Reply<T> = oneshot::Sender<Result<T, LogError>>;
-
-/// An append waiting for the next group commit.
-struct Pending {
-    batch: Vec<NewEvent>,
-    reply: Reply<Vec<Arc<Event>>>,
-}
-
-/// Whether the listener's link is up; `Some(reason)` while it is down.
-#[derive(Default)]
-struct Link(Mutex<Option<String>>);
-
-impl Link {
-    fn set(&self, down: Option<String>) {
-        // A poisoned lock only means a panic elsewhere mid-assignment; the value is still usable.
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = down;
-    }
-
-    fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -425,112 +405,6 @@ async fn check_server(conn: &mut ConnectionManager) -> Result<(), LogError> {
     Ok(())
 }
 
-/// A connection subscribed to `channel`.
-async fn subscribe(client: &Client, channel: &str) -> Result<redis::aio::PubSub, LogError> {
-    let mut pubsub = tokio::time::timeout(PING_TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| storage("timed out connecting"))?
-        .map_err(storage)?;
-    pubsub.subscribe(channel).await.map_err(storage)?;
-    Ok(pubsub)
-}
-
-/// Turns other nodes' commit messages into wake-ups, for as long as the log lives: re-subscribes
-/// with backoff when the link drops, and then sends a catch-up wake-up.
-async fn listen(
-    client: Client,
-    first: redis::aio::PubSub,
-    mut conn: ConnectionManager,
-    keys: Arc<Keys>,
-    node: String,
-    commits: broadcast::Sender<Commit>,
-    link: Arc<Link>,
-) {
-    let mut next = Some(first);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let pubsub = match next.take() {
-            Some(p) => p,
-            None => match subscribe(&client, &keys.channel).await {
-                Ok(p) => p,
-                Err(e) => {
-                    link.set(Some(format!("Redis is unreachable, reconnecting: {e}")));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            },
-        };
-        if link.get().is_some() {
-            // Messages published while the link was down are lost: wake the pump to read the
-            // log up to the counter, which covers every commit so far.
-            match redis::cmd("GET")
-                .arg(&keys.seq)
-                .query_async::<Option<Seq>>(&mut conn)
-                .await
-            {
-                Ok(upto) => {
-                    tracing::info!("the Redis link is back");
-                    link.set(None);
-                    let _ = commits.send(Commit {
-                        upto: upto.unwrap_or(0),
-                        events: None,
-                    });
-                }
-                Err(e) => {
-                    link.set(Some(format!("Redis does not answer, reconnecting: {e}")));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            }
-        }
-        backoff = Duration::from_millis(100);
-        let reason = follow(pubsub, &node, &commits).await;
-        tracing::warn!(reason, "the Redis subscription was lost; reconnecting");
-        link.set(Some(format!(
-            "the Redis link is down ({reason}); reconnecting"
-        )));
-    }
-}
-
-/// Forwards commit messages until the connection fails; returns why it ended.
-async fn follow(
-    pubsub: redis::aio::PubSub,
-    node: &str,
-    commits: &broadcast::Sender<Commit>,
-) -> String {
-    let (mut sink, mut stream) = pubsub.split();
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            msg = stream.next() => {
-                let Some(msg) = msg else {
-                    return "connection closed".to_owned();
-                };
-                let payload = String::from_utf8_lossy(msg.get_payload_bytes());
-                let mut parts = payload.split(' ');
-                let upto = parts.next().and_then(|s| s.parse::<Seq>().ok());
-                match upto {
-                    Some(_) if parts.next() == Some(node) => {}
-                    Some(upto) => {
-                        let _ = commits.send(Commit { upto, events: None });
-                    }
-                    None => tracing::warn!(payload = %payload, "odd commit message"),
-                }
-            }
-            _ = ping.tick() => {
-                match tokio::time::timeout(PING_TIMEOUT, sink.ping::<Value>()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return e.to_string(),
-                    Err(_) => return "ping timed out".to_owned(),
-                }
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl EventLog for RedisLog {
     async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, LogError> {
@@ -701,223 +575,6 @@ impl EventLog for RedisLog {
     }
 }
 
-/// Stream entries (an XRANGE answer) as events.
-fn decode_entries(reply: Value) -> Result<Vec<Arc<Event>>, LogError> {
-    let entries = match reply {
-        Value::Nil => return Ok(Vec::new()),
-        Value::Array(entries) => entries,
-        other => return Err(storage(format!("unexpected XRANGE answer {other:?}"))),
-    };
-    entries.into_iter().map(decode_entry).collect()
-}
-
-fn text(v: Value) -> Result<String, LogError> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b).map_err(storage),
-        Value::SimpleString(s) => Ok(s),
-        other => Err(storage(format!("expected a string, got {other:?}"))),
-    }
-}
-
-/// One `[id, [field, value, ...]]` stream entry as an event.
-fn decode_entry(entry: Value) -> Result<Arc<Event>, LogError> {
-    let bad = || storage("malformed stream entry");
-    let Value::Array(parts) = entry else {
-        return Err(bad());
-    };
-    let mut parts = parts.into_iter();
-    let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
-        return Err(bad());
-    };
-    let entry_id = text(id)?;
-    let seq: Seq = entry_id
-        .split('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    let pairs: Vec<(Value, Value)> = match fields {
-        Value::Array(flat) => {
-            let mut flat = flat.into_iter();
-            let mut pairs = Vec::new();
-            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
-                pairs.push((k, v));
-            }
-            pairs
-        }
-        Value::Map(pairs) => pairs,
-        _ => return Err(bad()),
-    };
-    let (mut id, mut topics, mut kind, mut data, mut retry, mut private, mut stored) =
-        (None, None, None, None, None, false, None);
-    for (k, v) in pairs {
-        match text(k)?.as_str() {
-            "i" => id = Some(text(v)?),
-            "t" => topics = Some(text(v)?),
-            "k" => kind = Some(text(v)?).filter(|k| !k.is_empty()),
-            "d" => data = Some(text(v)?),
-            "r" => {
-                let r = text(v)?;
-                retry = if r.is_empty() {
-                    None
-                } else {
-                    Some(r.parse::<u64>().map_err(storage)?)
-                };
-            }
-            "p" => private = text(v)? == "1",
-            "s" => stored = Some(text(v)?.parse::<i64>().map_err(storage)?),
-            _ => {}
-        }
-    }
-    let (Some(id), Some(topics), Some(data), Some(stored)) = (id, topics, data, stored) else {
-        return Err(bad());
-    };
-    Ok(Arc::new(Event {
-        seq,
-        id: EventId::from_stored(&id),
-        topics: topics.split('\n').map(Topic::from_stored).collect(),
-        kind: kind.as_deref().map(EventType::from_stored),
-        data: data.into_boxed_str(),
-        retry,
-        private,
-        stored_at_ms: stored,
-    }))
-}
-
-struct Writer {
-    conn: ConnectionManager,
-    keys: Arc<Keys>,
-    /// This process's id in commit messages, so the listener can skip its own.
-    node: String,
-    script: Script,
-}
-
-impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Pending>, commits: broadcast::Sender<Commit>) {
-        let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
-        let mut carry: Option<Pending> = None;
-        loop {
-            let first = match carry.take() {
-                Some(p) => p,
-                None => match rx.recv().await {
-                    Some(p) => p,
-                    None => return,
-                },
-            };
-            let mut bytes = weight(&first.batch);
-            group.push(first);
-            while group.len() < MAX_GROUP {
-                let Ok(next) = rx.try_recv() else { break };
-                let w = weight(&next.batch);
-                if bytes + w > MAX_GROUP_BYTES {
-                    carry = Some(next);
-                    break;
-                }
-                bytes += w;
-                group.push(next);
-            }
-            self.commit_group(&mut group, &commits).await;
-        }
-    }
-
-    /// Runs the group's script and answers each request.
-    async fn commit_group(
-        &mut self,
-        group: &mut Vec<Pending>,
-        commits: &broadcast::Sender<Commit>,
-    ) {
-        let mut batches: Vec<Vec<NewEvent>> = group
-            .iter_mut()
-            .map(|p| std::mem::take(&mut p.batch))
-            .collect();
-        // Hub-made ids are chosen here, so the script can check and index every id alike.
-        for e in batches.iter_mut().flatten() {
-            if e.id.is_none() {
-                e.id = Some(EventId::generate());
-            }
-        }
-        let result = self.run_script(&batches).await;
-        let replies = group.drain(..).map(|p| p.reply);
-        let result = result.map(|(stored_at, outcomes)| {
-            let answers = batches
-                .into_iter()
-                .zip(outcomes)
-                .map(|(batch, outcome)| match outcome {
-                    Outcome::Stored(first) => Ok(batch
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, new)| Arc::new(Event::stored(first + i as Seq, new, stored_at)))
-                        .collect()),
-                    Outcome::Duplicate(id) => Err(LogError::DuplicateId(id)),
-                })
-                .collect();
-            (Vec::new(), answers)
-        });
-        super::answer_group(replies, result, commits);
-    }
-
-    /// Invokes the append script; answers the stored_at and each request's outcome.
-    async fn run_script(
-        &mut self,
-        batches: &[Vec<NewEvent>],
-    ) -> Result<(i64, Vec<Outcome>), LogError> {
-        let mut call = self.script.prepare_invoke();
-        call.key(&self.keys.seq)
-            .key(&self.keys.log)
-            .key(&self.keys.ids)
-            .key(&self.keys.topics)
-            .arg(&self.keys.topic_prefix)
-            .arg(&self.keys.channel)
-            .arg(&self.node)
-            .arg(batches.len());
-        for batch in batches {
-            call.arg(batch.len());
-            for e in batch {
-                let topics: Vec<&str> = e.topics.iter().map(Topic::as_str).collect();
-                call.arg(e.id.as_ref().map_or("", EventId::as_str))
-                    .arg(topics.join("\n"))
-                    .arg(e.kind.as_ref().map_or("", EventType::as_str))
-                    .arg(e.data.as_str())
-                    .arg(e.retry.map(|r| r.to_string()).unwrap_or_default())
-                    .arg(if e.private { "1" } else { "0" });
-            }
-        }
-        let reply: Value = call.invoke_async(&mut self.conn).await.map_err(storage)?;
-        let Value::Array(items) = reply else {
-            return Err(storage(format!("unexpected append answer {reply:?}")));
-        };
-        let mut items = items.into_iter();
-        let Some(Value::Int(stored_at)) = items.next() else {
-            return Err(storage("the append answer has no time"));
-        };
-        let outcomes = items
-            .map(|v| match v {
-                Value::Int(first) if first > 0 => Ok(Outcome::Stored(first as Seq)),
-                Value::BulkString(_) | Value::SimpleString(_) => Ok(Outcome::Duplicate(text(v)?)),
-                other => Err(storage(format!("unexpected append outcome {other:?}"))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if outcomes.len() != batches.len() {
-            return Err(storage("the append answer does not match the requests"));
-        }
-        Ok((stored_at, outcomes))
-    }
-}
-
-enum Outcome {
-    /// Stored from this seq on.
-    Stored(Seq),
-    /// Refused: this id is already in the log.
-    Duplicate(String),
-}
-
-/// The bytes a batch adds to a group's script call, roughly.
-fn weight(batch: &[NewEvent]) -> usize {
-    batch
-        .iter()
-        .map(|e| e.data.len() + e.topics.iter().map(|t| t.as_str().len() + 1).sum::<usize>() + 64)
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -951,48 +608,5 @@ mod tests {
         ] {
             assert!(key.starts_with("{app}:"), "{key}");
         }
-    }
-
-    #[test]
-    fn entries_decode_and_malformed_ones_are_errors() {
-        let s = |x: &str| Value::BulkString(x.as_bytes().to_vec());
-        let entry = Value::Array(vec![
-            s("42-0"),
-            Value::Array(vec![
-                s("i"),
-                s("id-1"),
-                s("t"),
-                s("a\nb"),
-                s("k"),
-                s(""),
-                s("d"),
-                s("x\ny"),
-                s("r"),
-                s("18446744073709551615"),
-                s("p"),
-                s("1"),
-                s("s"),
-                s("1700000000000"),
-            ]),
-        ]);
-        let e = decode_entry(entry).unwrap();
-        assert_eq!(e.seq, 42);
-        assert_eq!(e.id.as_str(), "id-1");
-        assert_eq!(e.topics.len(), 2);
-        assert_eq!(e.kind, None);
-        assert_eq!(&*e.data, "x\ny");
-        assert_eq!(e.retry, Some(u64::MAX));
-        assert!(e.private);
-        for bad in [
-            Value::Nil,
-            Value::Array(vec![s("x-0"), Value::Array(vec![])]),
-            Value::Array(vec![s("1-0"), Value::Array(vec![s("i"), s("x")])]),
-            Value::Array(vec![s("1-0")]),
-            Value::Int(3),
-        ] {
-            assert!(decode_entry(bad).is_err());
-        }
-        assert!(decode_entries(Value::Int(1)).is_err());
-        assert!(decode_entries(Value::Nil).unwrap().is_empty());
     }
 }
