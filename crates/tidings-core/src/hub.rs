@@ -40,13 +40,17 @@ const LATEST_MAX: usize = 1000;
 /// How far back `latest` looks for a topic whose newest event the subscriber may not see.
 const LATEST_SCAN: usize = 10_000;
 
+/// About how many bytes of event data one poll answer holds (at least one event): a poll with
+/// `limit=1000` over 1 MiB events answers a few of them and `more`, not a gigabyte.
+const POLL_BYTES: usize = 4 << 20;
+
 /// Events read from the log per history page.
 const PAGE: usize = 512;
 /// About how many bytes of event data one history read may bring into memory: events may each be
 /// as large as the body limit, so reads are sized by the events seen so far (see [`Pager`]).
 const PAGE_BYTES: usize = 4 << 20;
-/// Events in a history read before any size is known.
-const FIRST_PAGE: usize = 16;
+/// Events in a history read before any size is known (each may be as large as the body limit).
+const FIRST_PAGE: usize = 4;
 
 /// Sizes successive history reads so a page holds about [`PAGE_BYTES`] of data: a replay of
 /// 1 MiB events reads 4 at a time, one of 100-byte events [`PAGE`] at a time. `short` tells
@@ -54,11 +58,21 @@ const FIRST_PAGE: usize = 16;
 #[derive(Debug, Clone, Copy)]
 struct Pager {
     limit: usize,
+    /// About how many bytes of event data a page may hold.
+    bytes: usize,
 }
 
 impl Pager {
     fn new() -> Self {
-        Self { limit: FIRST_PAGE }
+        Self::with_bytes(PAGE_BYTES)
+    }
+
+    /// Pages of about `bytes` (never less than one event).
+    fn with_bytes(bytes: usize) -> Self {
+        Self {
+            limit: FIRST_PAGE,
+            bytes: bytes.max(1),
+        }
     }
 
     fn limit(&self) -> usize {
@@ -71,7 +85,7 @@ impl Pager {
         if !batch.is_empty() {
             let bytes: usize = batch.iter().map(|e| e.approx_size()).sum();
             let each = (bytes / batch.len()).max(1);
-            self.limit = (PAGE_BYTES / each).clamp(1, PAGE);
+            self.limit = (self.bytes / each).clamp(1, PAGE);
         }
         short
     }
@@ -317,17 +331,8 @@ impl Hub {
         let Some(seq) = self.locate(id).await? else {
             return Ok(None);
         };
-        let cached = lock(&self.recent).get(seq);
-        let event = match cached {
-            Some(event) => Some(event),
-            None => self
-                .log
-                .read(seq - 1, seq, &Scope::All, 1)
-                .await?
-                .into_iter()
-                .next(),
-        };
         // Pruned between the two reads: as unknown as it gets.
+        let event = self.event_at(seq).await?;
         Ok(event.filter(|e| interest.may_see(e)).map(|_| seq))
     }
 
@@ -344,36 +349,55 @@ impl Hub {
         self.log.locate(id).await
     }
 
-    /// For `latest`: the newest event, at or before `upto`, of each topic `interest` selects,
-    /// among the events it may receive (type filter and private rule applied), in log order.
-    async fn latest_visible(
+    /// For `latest`: the seqs of the newest event, at or before `upto`, of each topic `interest`
+    /// selects, among the events it may receive (type filter and private rule applied), in log
+    /// order. Only seqs are kept: each candidate is loaded, judged and dropped, so a pattern over
+    /// many topics with large events costs one event of memory here, and the events are loaded
+    /// again a page at a time as they are sent.
+    async fn latest_seqs_visible(
         &self,
         interest: &Interest,
         upto: Seq,
-    ) -> Result<Vec<Arc<Event>>, LogError> {
-        let mut newest = self.log.latest(&interest.scope(), upto).await?;
-        // The store gives the newest event of each topic; walking them newest first, the first
-        // one carrying a topic is that topic's newest. Only the most recent topics are kept, so
-        // `topic=*&latest=1` on a huge log stays bounded.
-        newest.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq));
+    ) -> Result<Vec<Seq>, LogError> {
+        let mut newest = self.log.latest_seqs(&interest.scope(), upto).await?;
+        // The store gives the newest seq of each topic; walking them newest first, the first
+        // event carrying a topic is that topic's newest. Only the most recent topics are kept,
+        // so `topic=*&latest=1` on a huge log stays bounded.
+        newest.sort_unstable_by_key(|s| std::cmp::Reverse(*s));
         newest.truncate(LATEST_MAX);
         let mut resolved = std::collections::HashSet::new();
-        let mut found = std::collections::BTreeMap::new();
-        for event in &newest {
+        let mut found = std::collections::BTreeSet::new();
+        for seq in newest {
+            // Pruned since the index was read: that topic has nothing left to show.
+            let Some(event) = self.event_at(seq).await? else {
+                continue;
+            };
             for topic in event.topics.iter() {
                 let selected = interest.selectors.iter().any(|s| s.matches(topic.as_str()));
                 if !selected || !resolved.insert(topic.clone()) {
                     continue;
                 }
-                if interest.admits(event) {
-                    found.insert(event.seq, event.clone());
+                if interest.admits(&event) {
+                    found.insert(event.seq);
                 } else if let Some(older) = self.newest_admitted(interest, topic, event.seq).await?
                 {
-                    found.insert(older.seq, older);
+                    found.insert(older.seq);
                 }
             }
         }
-        Ok(found.into_values().collect())
+        Ok(found.into_iter().collect())
+    }
+
+    /// The retained event at `seq`, from the recent window or the store.
+    async fn event_at(&self, seq: Seq) -> Result<Option<Arc<Event>>, LogError> {
+        event_at(&*self.log, &self.recent, seq).await
+    }
+
+    /// How many bytes a replay page (history or `latest`) may bring into memory: a quarter of
+    /// a subscriber's queue bound, so what a stream holds before its client reads stays within
+    /// what its live queue may hold.
+    fn page_bytes(&self) -> usize {
+        (self.options.mailbox.bytes / 4).clamp(1, PAGE_BYTES)
     }
 
     /// The newest event on `topic` before `before` that `interest` admits.
@@ -422,25 +446,26 @@ impl Hub {
         };
         let cursor = self.resolve(&start, &head, &interest).await?;
         let mut preamble = BytesMut::from(&b":\n"[..]);
-        let mut finish = false;
         if let Some(id) = &cursor.unknown {
             preamble.extend_from_slice(&sse::notice(RESET_EVENT, &reset_notice(id, &head)));
         }
-        if start == Start::Latest {
-            for event in self.latest_visible(&interest, head.seq).await? {
-                sse::encode_into(&mut preamble, &event);
-                if interest.ends_on(&event) {
-                    finish = true;
-                    break;
-                }
-            }
-        }
-        let replay = (cursor.after < head.seq && !finish).then(|| Replay {
+        let page_bytes = self.page_bytes();
+        let latest = if start == Start::Latest {
+            let seqs = self.latest_seqs_visible(&interest, head.seq).await?;
+            (!seqs.is_empty()).then(|| Latest {
+                seqs: seqs.into(),
+                pending: None,
+                pager: Pager::with_bytes(page_bytes),
+            })
+        } else {
+            None
+        };
+        let replay = (cursor.after < head.seq).then(|| Replay {
             upto: head.seq,
             upto_id: head.id.as_ref().map(ToString::to_string),
             last_id: cursor.start_id.clone(),
             pending: None,
-            pager: Pager::new(),
+            pager: Pager::with_bytes(page_bytes),
             scope: Arc::new(interest.scope()),
         });
         Ok(Subscription {
@@ -452,12 +477,12 @@ impl Hub {
             start_id: cursor.start_id,
             sent: cursor.after,
             preamble: Some(preamble.freeze()),
+            latest,
             replay,
             heartbeat_every: self.options.heartbeat,
             heartbeat: Box::pin(tokio::time::sleep(self.options.heartbeat)),
             last_write: Instant::now(),
             end: None,
-            finish_after_preamble: finish,
             done: false,
         })
     }
@@ -488,11 +513,21 @@ impl Hub {
             reset: cursor.unknown.clone(),
         };
         if start == Start::Latest {
-            page.events = self.latest_visible(&interest, head.seq).await?;
-            if let Some(end) = page.events.iter().position(|e| interest.ends_on(e)) {
-                page.events.truncate(end + 1);
+            let mut bytes = 0;
+            for seq in self.latest_seqs_visible(&interest, head.seq).await? {
+                if page.events.len() >= limit || bytes >= POLL_BYTES {
+                    break;
+                }
+                let Some(event) = self.event_at(seq).await? else {
+                    continue;
+                };
+                bytes += event.approx_size();
+                let end = interest.ends_on(&event);
+                page.events.push(event);
+                if end {
+                    break;
+                }
             }
-            page.events.truncate(limit);
             if let Some(last) = page.events.last() {
                 page.last_event_id = last.id.to_string();
             }
@@ -518,7 +553,13 @@ impl Hub {
             let head = self.fanout.head();
             let mut read_to = after;
             let mut pager = Pager::new();
+            let mut bytes = 0;
             while read_to < head.seq && page.events.len() <= limit {
+                if bytes >= POLL_BYTES {
+                    // A page of large events: answer what is read, the client polls again.
+                    page.more = true;
+                    break;
+                }
                 let Checked { events: batch, gap } =
                     read_checked(&*self.log, read_to, head.seq, &scope, pager.limit()).await?;
                 if gap {
@@ -539,8 +580,14 @@ impl Hub {
                 let short = pager.saw(&batch);
                 let Some(last) = batch.last() else { break };
                 read_to = last.seq;
-                page.events
-                    .extend(batch.into_iter().filter(|e| interest.wants(e)));
+                for event in batch.into_iter().filter(|e| interest.wants(e)) {
+                    if bytes >= POLL_BYTES {
+                        page.more = true;
+                        break;
+                    }
+                    bytes += event.approx_size();
+                    page.events.push(event);
+                }
                 if short {
                     break;
                 }
@@ -682,6 +729,30 @@ struct Replay {
     scope: Arc<Scope>,
 }
 
+/// The late-joiner replay's state: the seqs still to send, in log order.
+struct Latest {
+    seqs: std::collections::VecDeque<Seq>,
+    pending: Option<ReadFuture>,
+    pager: Pager,
+}
+
+/// The retained event at `seq`, from the recent window or the store; `None` once pruned.
+async fn event_at(
+    log: &dyn EventLog,
+    recent: &Mutex<Recent>,
+    seq: Seq,
+) -> Result<Option<Arc<Event>>, LogError> {
+    let cached = lock(recent).get(seq);
+    if cached.is_some() {
+        return Ok(cached);
+    }
+    Ok(log
+        .read(seq.saturating_sub(1), seq, &Scope::All, 1)
+        .await?
+        .into_iter()
+        .next())
+}
+
 /// A live subscription: a stream of SSE bytes (history first, then live frames, heartbeats
 /// between). Ends when the hub shuts down, when the subscriber falls too far behind, or when the
 /// log fails; the client then reconnects with its Last-Event-ID.
@@ -695,14 +766,14 @@ pub struct Subscription {
     /// Position of the last event sent (or skipped as not wanted).
     sent: Seq,
     preamble: Option<Bytes>,
+    /// The late-joiner replay (`latest`), sent a page at a time after the preamble.
+    latest: Option<Latest>,
     replay: Option<Replay>,
     heartbeat_every: Duration,
     heartbeat: Pin<Box<Sleep>>,
     last_write: Instant,
     /// When set, the stream ends at this instant (the subscriber's token expires).
     end: Option<Pin<Box<Sleep>>>,
-    /// The preamble (late-joiner replay) holds an `until` event: the stream ends after it.
-    finish_after_preamble: bool,
     done: bool,
 }
 
@@ -721,7 +792,7 @@ impl Subscription {
     /// Whether the preamble and the history replay are out: from here on every frame comes from
     /// the mailbox, so the stream may be [attached](Subscription::attach) to its socket.
     pub fn is_live(&self) -> bool {
-        self.preamble.is_none() && self.replay.is_none() && !self.done
+        self.preamble.is_none() && self.latest.is_none() && self.replay.is_none() && !self.done
     }
 
     /// Hands the stream its socket, once everything this stream yielded is written on it (as
@@ -780,6 +851,50 @@ impl Subscription {
     /// Takes the socket back from an attached stream that ended.
     pub fn detach(&mut self) -> Option<Arc<dyn crate::mailbox::Wire>> {
         self.mailbox.detach()
+    }
+
+    /// The next page of the late-joiner replay: events loaded by seq, about a page of bytes at
+    /// a time, only when the connection asks for more (so a client that does not read holds
+    /// one page, not the whole answer).
+    fn poll_latest(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, LogError>>> {
+        while let Some(latest) = &mut self.latest {
+            let pending = latest.pending.get_or_insert_with(|| {
+                let n = latest.pager.limit().min(latest.seqs.len());
+                let seqs: Vec<Seq> = latest.seqs.drain(..n).collect();
+                let (log, recent) = (self.log.clone(), self.recent.clone());
+                Box::pin(async move {
+                    let mut events = Vec::with_capacity(seqs.len());
+                    for seq in seqs {
+                        events.extend(event_at(&*log, &recent, seq).await?);
+                    }
+                    Ok(Checked { events, gap: false })
+                })
+            });
+            let batch = match ready!(pending.as_mut().poll(cx)) {
+                Ok(page) => page.events,
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            };
+            latest.pending = None;
+            latest.pager.saw(&batch);
+            if latest.seqs.is_empty() {
+                self.latest = None;
+            }
+            let mut buf = BytesMut::with_capacity(batch.iter().map(|e| sse::encoded_len(e)).sum());
+            for event in &batch {
+                sse::encode_into(&mut buf, event);
+                if self.interest.ends_on(event) {
+                    // An `until` event among the newest: the stream ends after it.
+                    self.latest = None;
+                    self.replay = None;
+                    self.done = true;
+                    break;
+                }
+            }
+            if !buf.is_empty() {
+                return Poll::Ready(Some(Ok(buf.freeze())));
+            }
+        }
+        Poll::Pending
     }
 
     fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, LogError>>> {
@@ -853,8 +968,22 @@ impl Stream for Subscription {
             return Poll::Ready(None);
         }
         if let Some(preamble) = this.preamble.take() {
-            this.done = this.finish_after_preamble;
             return Poll::Ready(Some(Ok(preamble)));
+        }
+        if this.latest.is_some() {
+            match this.poll_latest(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    tracing::warn!(error = %e, "late-joiner replay failed; ending the stream");
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(other) => {
+                    this.last_write = Instant::now();
+                    return Poll::Ready(other);
+                }
+                Poll::Pending if this.latest.is_some() => return Poll::Pending,
+                Poll::Pending => {}
+            }
         }
         if let Some(end) = &mut this.end {
             if end.as_mut().poll(cx).is_ready() {

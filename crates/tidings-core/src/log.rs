@@ -97,6 +97,18 @@ pub trait EventLog: Send + Sync + 'static {
     /// `seq <= upto`; deduplicated and in log order.
     async fn latest(&self, scope: &Scope, upto: Seq) -> Result<Vec<Arc<Event>>, LogError>;
 
+    /// The seqs of the events [`EventLog::latest`] would return, without loading them:
+    /// deduplicated, ascending. Lets a late-joiner replay load only what it sends, a page at a
+    /// time. Default: from `latest`; stores override it with an index-only query.
+    async fn latest_seqs(&self, scope: &Scope, upto: Seq) -> Result<Vec<Seq>, LogError> {
+        Ok(self
+            .latest(scope, upto)
+            .await?
+            .iter()
+            .map(|e| e.seq)
+            .collect())
+    }
+
     /// Deletes what `retention` no longer keeps; returns how many events went.
     async fn prune(&self, retention: Retention) -> Result<u64, LogError>;
 

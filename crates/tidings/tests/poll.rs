@@ -294,3 +294,54 @@ async fn a_poll_right_after_an_acknowledged_publish_includes_it() {
     }
     drop(streams);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_over_large_events_is_cut_by_bytes_and_pages_on() {
+    let hub = spawn_hub().await;
+    let big = "x".repeat(900 << 10);
+    let mut published = Vec::new();
+    for i in 0..12 {
+        published.push(hub.publish(&format!("big/{i}"), &big).await);
+    }
+    // History: a few events a page (about 4 MiB), `more`, and every event exactly once.
+    let first = hub
+        .poll(&format!(
+            "topic={}&after=earliest&limit=1000",
+            enc("big/{i}")
+        ))
+        .await;
+    let n = events(&first).len();
+    assert!(
+        (1..12).contains(&n),
+        "one page holds {n} of 12 large events"
+    );
+    assert_eq!(first["more"], json!(true));
+    let all = hub.history(&format!("topic={}", enc("big/{i}"))).await;
+    assert_eq!(ids_of(&all), published, "every event once, in order");
+    // Late joiner: the newest event of each of the 12 topics is cut by bytes too.
+    let latest = hub
+        .poll(&format!("topic={}&latest=1&limit=1000", enc("big/{i}")))
+        .await;
+    let n = events(&latest).len();
+    assert!(
+        (1..12).contains(&n),
+        "latest page holds {n} of 12 large events"
+    );
+    assert_eq!(ids_of(&events(&latest)), published[..n].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_stream_over_large_events_sends_them_all_in_order() {
+    let hub = spawn_hub().await;
+    let big = "y".repeat(900 << 10);
+    let mut published = Vec::new();
+    for i in 0..8 {
+        published.push(hub.publish(&format!("big/{i}"), &big).await);
+    }
+    let mut sse = hub
+        .subscribe(&format!("topic={}&latest=1", enc("big/{i}")))
+        .await;
+    assert_eq!(sse.take_ids(8).await, published);
+    let live = hub.publish("big/0", "small").await;
+    assert_eq!(sse.take_ids(1).await, vec![live]);
+}

@@ -289,35 +289,22 @@ impl EventLog for SqliteLog {
         let upto = clamp(upto);
         self.readers
             .run(move |conn| {
-                let mut seqs: Vec<i64> = match &scope {
-                    Scope::All => conn
-                        .prepare_cached(
-                            "SELECT max(seq) FROM event_topics WHERE seq <= ?1 GROUP BY topic",
-                        )?
-                        .query_map([upto], |r| r.get(0))?
-                        .collect::<Result<_, _>>()?,
-                    Scope::Topics(topics) => {
-                        let mut stmt = conn.prepare_cached(
-                            "SELECT max(seq) FROM event_topics WHERE topic = ?1 AND seq <= ?2",
-                        )?;
-                        let mut out = Vec::new();
-                        for t in topics {
-                            if let Some(s) =
-                                stmt.query_row(params![t, upto], |r| r.get::<_, Option<i64>>(0))?
-                            {
-                                out.push(s);
-                            }
-                        }
-                        out
-                    }
-                };
-                seqs.sort_unstable();
-                seqs.dedup();
+                let seqs = latest_seqs(conn, &scope, upto)?;
                 let mut stmt =
                     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE seq = ?1"))?;
                 seqs.into_iter()
                     .map(|s| stmt.query_row([s], event_from_row))
                     .collect()
+            })
+            .await
+    }
+
+    async fn latest_seqs(&self, scope: &Scope, upto: Seq) -> Result<Vec<Seq>, LogError> {
+        let scope = scope.clone();
+        let upto = clamp(upto);
+        self.readers
+            .run(move |conn| {
+                latest_seqs(conn, &scope, upto).map(|s| s.into_iter().map(|s| s as Seq).collect())
             })
             .await
     }
@@ -374,6 +361,31 @@ impl EventLog for SqliteLog {
 }
 
 const COLUMNS: &str = "seq, id, topics, type, data, retry, private, stored_at";
+
+/// The newest seq (at or before `upto`) of each topic in `scope`, deduplicated, ascending.
+fn latest_seqs(conn: &Connection, scope: &Scope, upto: i64) -> rusqlite::Result<Vec<i64>> {
+    let mut seqs: Vec<i64> = match scope {
+        Scope::All => conn
+            .prepare_cached("SELECT max(seq) FROM event_topics WHERE seq <= ?1 GROUP BY topic")?
+            .query_map([upto], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+        Scope::Topics(topics) => {
+            let mut stmt = conn.prepare_cached(
+                "SELECT max(seq) FROM event_topics WHERE topic = ?1 AND seq <= ?2",
+            )?;
+            let mut out = Vec::new();
+            for t in topics {
+                if let Some(s) = stmt.query_row(params![t, upto], |r| r.get::<_, Option<i64>>(0))? {
+                    out.push(s);
+                }
+            }
+            out
+        }
+    };
+    seqs.sort_unstable();
+    seqs.dedup();
+    Ok(seqs)
+}
 
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Arc<Event>> {
     let topics: String = row.get(2)?;

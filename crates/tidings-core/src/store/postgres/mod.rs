@@ -440,6 +440,38 @@ impl EventLog for PostgresLog {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn latest_seqs(&self, scope: &Scope, upto: Seq) -> Result<Vec<Seq>, LogError> {
+        let upto = clamp(upto);
+        let client = self.readers.get().await?;
+        let rows = match scope {
+            Scope::All => client
+                .query(
+                    "SELECT max(seq) FROM event_topics WHERE seq <= $1 GROUP BY topic",
+                    &[&upto],
+                )
+                .await
+                .map_err(pg)?,
+            Scope::Topics(topics) if topics.is_empty() => return Ok(Vec::new()),
+            Scope::Topics(topics) => client
+                .query(
+                    "SELECT (SELECT max(et.seq) FROM event_topics et \
+                             WHERE et.topic = t.topic AND et.seq <= $2) \
+                     FROM unnest($1::text[]) AS t(topic)",
+                    &[topics, &upto],
+                )
+                .await
+                .map_err(pg)?,
+        };
+        let mut seqs: Vec<Seq> = rows
+            .iter()
+            .filter_map(|r| r.get::<_, Option<i64>>(0))
+            .map(|s| s as Seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(seqs)
+    }
+
     async fn prune(&self, retention: Retention) -> Result<u64, LogError> {
         let Some(cutoff) = self.prune_cutoff(retention).await? else {
             return Ok(0);

@@ -481,6 +481,11 @@ impl EventLog for RedisLog {
     }
 
     async fn latest(&self, scope: &Scope, upto: Seq) -> Result<Vec<Arc<Event>>, LogError> {
+        let seqs = self.latest_seqs(scope, upto).await?;
+        self.fetch(&seqs).await
+    }
+
+    async fn latest_seqs(&self, scope: &Scope, upto: Seq) -> Result<Vec<Seq>, LogError> {
         let seqs = match scope {
             Scope::All => self.newest_of_all(upto).await?,
             Scope::Topics(topics) => {
@@ -494,8 +499,7 @@ impl EventLog for RedisLog {
             }
         };
         let seqs: BTreeSet<Seq> = seqs.into_iter().filter(|s| *s <= upto).collect();
-        let seqs: Vec<Seq> = seqs.into_iter().collect();
-        self.fetch(&seqs).await
+        Ok(seqs.into_iter().collect())
     }
 
     async fn prune(&self, retention: Retention) -> Result<u64, LogError> {
