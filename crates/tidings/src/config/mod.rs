@@ -188,7 +188,10 @@ impl Config {
                 path: path.into(),
                 durability: Durability::Full,
             },
-            hub: HubOptions::default(),
+            hub: HubOptions {
+                queue_budget: tidings_core::budget::machine_default(),
+                ..HubOptions::default()
+            },
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),
             auth: AuthConfig::default(),
@@ -203,6 +206,7 @@ impl Config {
         ServeOptions {
             header_read_timeout: self.edge.header_read_timeout,
             write_stall_timeout: self.edge.write_stall_timeout,
+            send_buffer: self.edge.send_buffer,
             grace: self.shutdown_grace,
         }
     }
@@ -263,9 +267,15 @@ pub struct ServeArgs {
     /// Frames a subscriber may have queued before it is cut off as too slow [default: 4096].
     #[arg(long, env = "TIDINGS_QUEUE_FRAMES")]
     pub queue_frames: Option<usize>,
-    /// Bytes a subscriber may have queued before it is cut off as too slow [default: 8388608].
+    /// Bytes a subscriber may have queued before it is cut off as too slow [default: 2097152,
+    /// or twice --max-body when that is more].
     #[arg(long, env = "TIDINGS_QUEUE_BYTES")]
     pub queue_bytes: Option<usize>,
+    /// Bytes queued to all subscribers together; past it, the subscribers with the largest
+    /// backlogs are cut first [default: an eighth of the machine's memory, at least 64 MiB and
+    /// at most 4 GiB].
+    #[arg(long, env = "TIDINGS_QUEUE_BUDGET")]
+    pub queue_budget: Option<usize>,
     /// JWT key for both publishers and subscribers: an HMAC secret (32 bytes or more) or a PEM
     /// public key; `@PATH` reads it from a file.
     #[arg(long, env = "TIDINGS_JWT_KEY", hide_env_values = true)]
@@ -335,6 +345,7 @@ pub(super) struct FileConfig {
     prune_every: Option<String>,
     queue_frames: Option<usize>,
     queue_bytes: Option<usize>,
+    queue_budget: Option<usize>,
     jwt_key: Option<String>,
     jwt_alg: Option<String>,
     publisher_jwt_key: Option<String>,
@@ -353,6 +364,7 @@ pub(super) struct FileConfig {
     publish_burst: Option<u32>,
     header_read_timeout: Option<String>,
     write_stall_timeout: Option<String>,
+    send_buffer: Option<usize>,
     jwks: Option<String>,
     publisher_jwks: Option<String>,
     subscriber_jwks: Option<String>,
@@ -483,10 +495,24 @@ impl ServeArgs {
             bytes: self
                 .queue_bytes
                 .or(file.queue_bytes)
-                .unwrap_or(config.hub.mailbox.bytes),
+                .unwrap_or(
+                    config
+                        .hub
+                        .mailbox
+                        .bytes
+                        .max(config.limits.max_body.saturating_mul(2)),
+                ),
         };
         if config.hub.mailbox.frames == 0 || config.hub.mailbox.bytes < config.limits.max_body {
             bail!("queue_frames must be at least 1 and queue_bytes at least max_body");
+        }
+        match self.queue_budget.or(file.queue_budget) {
+            Some(budget) if budget < config.hub.mailbox.bytes => {
+                bail!("queue_budget must be at least queue_bytes")
+            }
+            Some(budget) => config.hub.queue_budget = budget,
+            // The machine's default, but never below one subscriber's queue.
+            None => config.hub.queue_budget = config.hub.queue_budget.max(config.hub.mailbox.bytes),
         }
         let shared_key = self.jwt_key.or(file.jwt_key);
         let shared_alg = self.jwt_alg.or(file.jwt_alg);
