@@ -219,8 +219,26 @@ mod tests {
         m
     }
 
-    fn frame(len: usize) -> Frame {
-        Frame::from_payload(&vec![b'x'; len])
+    /// Queues a frame of about 100 bytes as the fan-out does: hold, then release.
+    fn queue(m: &Mailbox, seq: u64) {
+        m.hold(seq, &Frame::from_payload(&[b'x'; 100]));
+        m.release(tokio::time::Instant::now());
+    }
+
+    #[test]
+    fn a_subscriber_that_keeps_up_costs_the_budget_nothing() {
+        let budget = QueueBudget::new(usize::MAX);
+        let m = mailbox(&budget);
+        m.hold(1, &Frame::from_payload(b"x"));
+        assert_eq!(budget.used(), 0, "held, not yet released: not synced");
+        m.release(tokio::time::Instant::now());
+        assert!(budget.used() > 0, "not written: counted");
+        let drained = m.poll_drain(
+            &mut std::task::Context::from_waker(std::task::Waker::noop()),
+            0,
+        );
+        assert!(drained.is_ready());
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]
@@ -229,12 +247,12 @@ mod tests {
         let small = mailbox(&budget);
         let large = mailbox(&budget);
         let middle = mailbox(&budget);
-        small.hold(1, &frame(100));
+        queue(&small, 1);
         for seq in 1..=6 {
-            large.hold(seq, &frame(100));
+            queue(&large, seq);
         }
         for seq in 1..=4 {
-            middle.hold(seq, &frame(100));
+            queue(&middle, seq);
         }
         assert!(budget.is_over());
         assert_eq!(budget.enforce(), 1, "cutting the largest is enough");

@@ -125,6 +125,8 @@ struct Inner {
     budget: Option<(Arc<QueueBudget>, usize)>,
     /// Bytes other paths hold for this subscriber ([`Mailbox::charge`]).
     charged: usize,
+    /// `bytes + charged` as the budget last heard it ([`Inner::sync`]).
+    reported: usize,
 }
 
 impl Inner {
@@ -135,17 +137,31 @@ impl Inner {
     /// Counts a frame of `len` bytes queued.
     fn queued(&mut self, len: usize) {
         self.bytes += len;
-        if let Some((budget, _)) = &self.budget {
-            budget.charge(len);
-        }
     }
 
     /// Counts `len` bytes of frames gone from the queue.
     fn unqueued(&mut self, len: usize) {
         self.bytes -= len;
-        if let Some((budget, _)) = &self.budget {
-            budget.release(len);
+    }
+
+    /// Brings the budget up to date with this mailbox's bytes: one atomic operation, and only
+    /// when they changed since the last sync. Every method that changes them syncs before it
+    /// returns, but [`Mailbox::hold`], whose caller always releases next: so a subscriber that
+    /// keeps up (its frames leave in the release that follows the hold) costs the budget
+    /// nothing.
+    fn sync(&mut self) {
+        let now = self.bytes + self.charged;
+        if now == self.reported {
+            return;
         }
+        if let Some((budget, _)) = &self.budget {
+            if now > self.reported {
+                budget.charge(now - self.reported);
+            } else {
+                budget.release(self.reported - now);
+            }
+        }
+        self.reported = now;
     }
 
     /// Pops the oldest frame, counting its bytes gone.
@@ -161,18 +177,12 @@ impl Inner {
         if let Some(direct) = self.direct.as_deref_mut() {
             direct.passed += self.bytes as u64;
         }
-        let bytes = std::mem::take(&mut self.bytes);
-        if let Some((budget, _)) = &self.budget {
-            budget.release(bytes);
-        }
+        self.bytes = 0;
     }
 
-    /// Releases what other paths charged to this mailbox.
+    /// Forgets what other paths charged to this mailbox.
     fn release_charged(&mut self) {
-        let charged = std::mem::take(&mut self.charged);
-        if let Some((budget, _)) = &self.budget {
-            budget.release(charged);
-        }
+        self.charged = 0;
     }
 
     /// One non-blocking vectored write of what waits for the attached socket (the rest of a
@@ -248,7 +258,7 @@ impl Drop for Mailbox {
     fn drop(&mut self) {
         let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some((budget, slot)) = inner.budget.take() {
-            budget.release(inner.bytes + inner.charged);
+            budget.release(inner.reported);
             budget.leave(slot);
         }
     }
@@ -271,11 +281,12 @@ impl Mailbox {
     /// Joins `budget` (see [`QueueBudget::enroll`]): what is queued from now on is charged there.
     pub(crate) fn join_budget(&self, budget: Arc<QueueBudget>, slot: usize) {
         let mut inner = self.lock();
-        budget.charge(inner.bytes + inner.charged);
         if let Some((old, slot)) = inner.budget.replace((budget, slot)) {
-            old.release(inner.bytes + inner.charged);
+            old.release(inner.reported);
             old.leave(slot);
         }
+        inner.reported = 0;
+        inner.sync();
     }
 
     /// Bytes this mailbox holds against its bounds and the budget: queued frames and charges.
@@ -292,9 +303,7 @@ impl Mailbox {
     pub fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
         let mut inner = self.lock();
         inner.charged += bytes;
-        if let Some((budget, _)) = &inner.budget {
-            budget.charge(bytes);
-        }
+        inner.sync();
         drop(inner);
         Charge {
             mailbox: self.clone(),
@@ -307,9 +316,7 @@ impl Mailbox {
         let mut inner = self.lock();
         let bytes = bytes.min(inner.charged);
         inner.charged -= bytes;
-        if let Some((budget, _)) = &inner.budget {
-            budget.release(bytes);
-        }
+        inner.sync();
     }
 
     /// Why the mailbox closed, if it did.
@@ -326,6 +333,7 @@ impl Mailbox {
         }
         inner.clear();
         inner.release_charged();
+        inner.sync();
         inner.closed = Some(Closed::Slow);
         let waker = inner.wake();
         drop(inner);
@@ -369,6 +377,7 @@ impl Mailbox {
         {
             inner.clear();
             inner.release_charged();
+            inner.sync();
             inner.closed = Some(Closed::Slow);
             let waker = inner.wake();
             drop(guard);
@@ -400,6 +409,7 @@ impl Mailbox {
                 }
             }
         }
+        inner.sync();
         let waiting = !inner.frames.is_empty()
             || inner.closed.is_some()
             || inner
@@ -438,6 +448,7 @@ impl Mailbox {
         while inner.frames.front().is_some_and(|(seq, _)| *seq <= after) {
             inner.pop();
         }
+        inner.sync();
         if inner.frames.is_empty() {
             if let Some(reason) = inner.closed {
                 return Poll::Ready(Err(reason));
@@ -453,6 +464,7 @@ impl Mailbox {
         }
         let bytes = inner.bytes;
         inner.unqueued(bytes);
+        inner.sync();
         let mut frames = std::mem::take(&mut inner.frames);
         drop(inner);
         let last_seq = frames.back().map_or(after, |(s, _)| *s);
@@ -479,6 +491,7 @@ impl Mailbox {
         while inner.frames.front().is_some_and(|(seq, _)| *seq <= sent) {
             inner.pop();
         }
+        inner.sync();
         inner.direct = Some(Box::new(Direct {
             wire,
             partial: Bytes::new(),
@@ -500,6 +513,7 @@ impl Mailbox {
     pub fn finish(&self) {
         let mut inner = self.lock();
         inner.clear();
+        inner.sync();
         if inner.closed.is_none() {
             inner.closed = Some(Closed::Finished);
         }
@@ -539,8 +553,14 @@ impl Mailbox {
     /// failed (the connection must be dropped); `Pending` when waiting for frames or for room
     /// in the socket.
     pub fn poll_wire(&self, cx: &mut Context<'_>) -> Poll<io::Result<Closed>> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
+        let mut inner = self.lock();
+        let poll = Self::drive_wire(&mut inner, cx);
+        inner.sync();
+        poll
+    }
+
+    /// [`Mailbox::poll_wire`] under the lock.
+    fn drive_wire(inner: &mut Inner, cx: &mut Context<'_>) -> Poll<io::Result<Closed>> {
         loop {
             let Some(direct) = inner.direct.as_deref_mut() else {
                 return Poll::Ready(Err(io::Error::other("the mailbox is not attached")));

@@ -256,7 +256,11 @@ async fn past_the_queue_budget_the_largest_backlog_is_cut_first() {
         on_b += 1;
     }
     let marker = hub.publish("a", "after the cut").await;
-    assert_eq!(healthy.next().await.id, marker, "the reader keeps its stream");
+    assert_eq!(
+        healthy.next().await.id,
+        marker,
+        "the reader keeps its stream"
+    );
     on_a.push(marker.clone());
     assert_eq!(hub.stats().await["slow_disconnects"], 1, "only one is cut");
 

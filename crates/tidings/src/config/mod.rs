@@ -492,16 +492,13 @@ impl ServeArgs {
                 .queue_frames
                 .or(file.queue_frames)
                 .unwrap_or(config.hub.mailbox.frames),
-            bytes: self
-                .queue_bytes
-                .or(file.queue_bytes)
-                .unwrap_or(
-                    config
-                        .hub
-                        .mailbox
-                        .bytes
-                        .max(config.limits.max_body.saturating_mul(2)),
-                ),
+            bytes: self.queue_bytes.or(file.queue_bytes).unwrap_or(
+                config
+                    .hub
+                    .mailbox
+                    .bytes
+                    .max(config.limits.max_body.saturating_mul(2)),
+            ),
         };
         if config.hub.mailbox.frames == 0 || config.hub.mailbox.bytes < config.limits.max_body {
             bail!("queue_frames must be at least 1 and queue_bytes at least max_body");
