@@ -117,7 +117,7 @@ impl QueueBudget {
             .map(|m| (m.charged_bytes(), m))
             .filter(|(n, _)| *n > 0)
             .collect();
-        sized.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        sized.sort_unstable_by_key(|(n, _)| std::cmp::Reverse(*n));
         let mut cut = 0;
         for (_, mailbox) in &sized {
             if !self.is_over() {
