@@ -777,6 +777,31 @@ COMPLETED = "completed"
     }
 
     #[test]
+    fn queue_and_socket_bounds() {
+        let config = ServeArgs::default().resolve().unwrap();
+        assert_eq!(config.hub.mailbox.bytes, 2 << 20);
+        assert_eq!(
+            config.hub.queue_budget,
+            tidings_core::budget::machine_default()
+        );
+        assert_eq!(config.edge.send_buffer, Some(256 << 10));
+        let config = ServeArgs {
+            max_body: Some(3 << 20),
+            queue_budget: Some(64 << 20),
+            edge: EdgeArgs {
+                send_buffer: Some(0),
+                ..EdgeArgs::default()
+            },
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.hub.mailbox.bytes, 6 << 20, "twice a larger max_body");
+        assert_eq!(config.hub.queue_budget, 64 << 20);
+        assert_eq!(config.serve_options().send_buffer, None, "0: the kernel's");
+    }
+
+    #[test]
     fn bad_edge_settings_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
@@ -791,6 +816,8 @@ COMPLETED = "completed"
             "publish_rate = \"5/day\"",
             "header_read_timeout = \"0s\"",
             "write_stall_timeout = \"soon\"",
+            "send_buffer = 100",
+            "queue_bytes = 4194304\nqueue_budget = 1048576",
         ] {
             std::fs::write(&file, bad).unwrap();
             let resolved = ServeArgs {
