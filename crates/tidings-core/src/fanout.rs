@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use indexmap::IndexSet;
 use slab::Slab;
 
+use crate::budget::QueueBudget;
 use crate::event::{Event, EventId, EventType, Seq};
 use crate::mailbox::{Closed, Mailbox, Pushed};
 use crate::selector::Selector;
@@ -158,13 +159,14 @@ pub struct Head {
 }
 
 /// See the module documentation.
-#[derive(Default)]
 pub struct Fanout {
     registry: Mutex<Registry>,
     /// The head after each dispatch, for publishers that wait until their events are visible.
     dispatched: tokio::sync::watch::Sender<Seq>,
     pub counters: FanoutCounters,
     flush: Arc<Flush>,
+    /// The hub-wide budget every registered mailbox is enrolled in.
+    budget: Arc<QueueBudget>,
 }
 
 /// Mailboxes holding frames the fan-out queued but did not write yet.
@@ -184,6 +186,8 @@ struct Flush {
     /// the queue's drop wakes the task and it ends.
     notify: Arc<tokio::sync::Notify>,
     started: std::sync::atomic::AtomicBool,
+    /// Enforced after each round of writes, when the writes left it over its limit.
+    budget: Option<Arc<QueueBudget>>,
 }
 
 impl Drop for Flush {
@@ -220,6 +224,7 @@ impl Flush {
                         mailbox.release(now);
                     }
                     self.put_spare(held);
+                    self.enforce_budget();
                     return;
                 }
             }
@@ -264,13 +269,29 @@ impl Flush {
                 mailbox.release(now);
             }
             this.put_spare(list);
+            this.enforce_budget();
+        }
+    }
+
+    /// Over the budget once the writes are done (what the sockets took is no longer counted),
+    /// cuts the largest backlogs.
+    fn enforce_budget(&self) {
+        if let Some(budget) = &self.budget {
+            if budget.is_over() {
+                budget.enforce();
+            }
         }
     }
 }
 
 impl Fanout {
-    /// A fan-out whose live stream starts after `head`.
+    /// A fan-out whose live stream starts after `head`, without a hub-wide queue budget.
     pub fn new(head: Head) -> Self {
+        Self::with_budget(head, QueueBudget::new(usize::MAX))
+    }
+
+    /// A fan-out whose live stream starts after `head`, whose subscribers' queues share `budget`.
+    pub fn with_budget(head: Head, budget: Arc<QueueBudget>) -> Self {
         let registry = Registry {
             head: head.seq,
             head_id: head.id,
@@ -280,8 +301,20 @@ impl Fanout {
             dispatched: tokio::sync::watch::Sender::new(head.seq),
             registry: Mutex::new(registry),
             counters: FanoutCounters::default(),
-            flush: Arc::default(),
+            flush: Arc::new(Flush {
+                pending: Mutex::default(),
+                spare: Mutex::default(),
+                notify: Arc::default(),
+                started: Default::default(),
+                budget: Some(budget.clone()),
+            }),
+            budget,
         }
+    }
+
+    /// The hub-wide budget of bytes queued to subscribers.
+    pub fn budget(&self) -> &Arc<QueueBudget> {
+        &self.budget
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -296,6 +329,7 @@ impl Fanout {
         if reg.closed {
             mailbox.close(Closed::Shutdown);
         }
+        self.budget.enroll(&mailbox);
         let pattern = interest.has_pattern();
         let exact: Vec<Box<str>> = interest
             .selectors

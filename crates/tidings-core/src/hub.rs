@@ -96,6 +96,8 @@ impl Pager {
 pub struct HubOptions {
     pub heartbeat: Duration,
     pub mailbox: Bounds,
+    /// Hub-wide bound on bytes queued to subscribers ([`crate::budget`]); `usize::MAX`: none.
+    pub queue_budget: usize,
     pub retention: Retention,
     pub prune_every: Duration,
 }
@@ -106,8 +108,9 @@ impl Default for HubOptions {
             heartbeat: Duration::from_secs(15),
             mailbox: Bounds {
                 frames: 4096,
-                bytes: 8 << 20,
+                bytes: 2 << 20,
             },
+            queue_budget: usize::MAX,
             retention: Retention::default(),
             prune_every: Duration::from_secs(60),
         }
@@ -194,7 +197,10 @@ impl Hub {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let hub = Arc::new(Self {
             log,
-            fanout: Arc::new(Fanout::new(head)),
+            fanout: Arc::new(Fanout::with_budget(
+                head,
+                crate::budget::QueueBudget::new(options.queue_budget),
+            )),
             recent: Arc::new(Mutex::new(Recent::new(options.retention))),
             options,
             published: AtomicU64::new(0),
@@ -281,7 +287,8 @@ impl Hub {
                 .fanout
                 .counters
                 .slow_disconnects
-                .load(Ordering::Relaxed),
+                .load(Ordering::Relaxed)
+                + self.fanout.budget().cuts(),
             log: self.log.stats().await?,
         })
     }
@@ -842,9 +849,9 @@ impl Subscription {
         }
     }
 
-    /// For a write-stall timeout on an attached stream: whether bytes wait for the socket, and
-    /// how many were written so far.
-    pub fn wire_backlog(&self) -> (bool, u64) {
+    /// For a write-stall timeout on an attached stream: what waits for the socket, and how
+    /// much left the backlog so far.
+    pub fn wire_backlog(&self) -> crate::mailbox::WireBacklog {
         self.mailbox.wire_backlog()
     }
 

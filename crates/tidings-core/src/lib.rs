@@ -8,6 +8,7 @@
 //! subscriber's bounded [`mailbox::Mailbox`]. A [`hub::Subscription`] streams those bytes after
 //! replaying history from the log.
 
+pub mod budget;
 pub mod event;
 pub mod fanout;
 pub mod hub;

@@ -13,6 +13,9 @@
 //! and the connection's task writes it ([`Mailbox::poll_wire`]) when the socket has room. Every
 //! write happens under the mailbox's lock, so the two writers never interleave, and a frame
 //! written in part is always finished before anything else.
+//!
+//! A mailbox registered with the fan-out is also enrolled in the hub-wide [`QueueBudget`]: the
+//! bytes it queues are charged there too, and past the budget the largest backlogs are cut.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -22,6 +25,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::time::Instant;
 
+use crate::budget::{Charge, QueueBudget};
 use crate::event::Seq;
 use crate::sse::{self, Frame};
 
@@ -64,6 +68,17 @@ pub struct Drained {
     pub last_seq: Seq,
 }
 
+/// What waits for an attached socket, for a write-stall timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WireBacklog {
+    /// Bytes waiting: queued frames and the rest of a chunk begun.
+    pub waiting: u64,
+    /// Bytes that left the backlog since attaching: written to the socket, or dropped when the
+    /// stream was cut or ended. The backlog present when this read `p` with `w` waiting is
+    /// gone once it reads `p + w` or more.
+    pub passed: u64,
+}
+
 /// A subscriber's socket, written without blocking.
 pub trait Wire: Send + Sync {
     /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
@@ -84,15 +99,15 @@ struct Direct {
     sent: Seq,
     /// When bytes last went to the socket.
     last_write: Instant,
-    /// Bytes written since attaching (a write-stall timeout watches it move).
-    written: u64,
+    /// Bytes that left the backlog since attaching (see [`WireBacklog::passed`]).
+    passed: u64,
     /// The last chunk is in `partial` or written: the stream is over.
     ended: bool,
 }
 
 impl Direct {
     fn wrote(&mut self, n: usize, now: Instant) {
-        self.written += n as u64;
+        self.passed += n as u64;
         self.last_write = now;
     }
 }
@@ -106,6 +121,12 @@ struct Inner {
     direct: Option<Box<Direct>>,
     /// Frames were held ([`Mailbox::hold`]) and not released yet.
     held: bool,
+    /// The hub-wide budget this mailbox is enrolled in, and its place in the member list.
+    budget: Option<(Arc<QueueBudget>, usize)>,
+    /// Bytes other paths hold for this subscriber ([`Mailbox::charge`]).
+    charged: usize,
+    /// `bytes + charged` as the budget last heard it ([`Inner::sync`]).
+    reported: usize,
 }
 
 impl Inner {
@@ -113,9 +134,55 @@ impl Inner {
         self.waker.take()
     }
 
+    /// Counts a frame of `len` bytes queued.
+    fn queued(&mut self, len: usize) {
+        self.bytes += len;
+    }
+
+    /// Counts `len` bytes of frames gone from the queue.
+    fn unqueued(&mut self, len: usize) {
+        self.bytes -= len;
+    }
+
+    /// Brings the budget up to date with this mailbox's bytes: one atomic operation, and only
+    /// when they changed since the last sync. Every method that changes them syncs before it
+    /// returns, but [`Mailbox::hold`], whose caller always releases next: so a subscriber that
+    /// keeps up (its frames leave in the release that follows the hold) costs the budget
+    /// nothing.
+    fn sync(&mut self) {
+        let now = self.bytes + self.charged;
+        if now == self.reported {
+            return;
+        }
+        if let Some((budget, _)) = &self.budget {
+            if now > self.reported {
+                budget.charge(now - self.reported);
+            } else {
+                budget.release(self.reported - now);
+            }
+        }
+        self.reported = now;
+    }
+
+    /// Pops the oldest frame, counting its bytes gone.
+    fn pop(&mut self) -> Option<(Seq, Frame)> {
+        let (seq, frame) = self.frames.pop_front()?;
+        self.unqueued(frame.wire().len());
+        Some((seq, frame))
+    }
+
+    /// Drops every queued frame (they count as gone from an attached socket's backlog).
     fn clear(&mut self) {
         self.frames = VecDeque::new();
+        if let Some(direct) = self.direct.as_deref_mut() {
+            direct.passed += self.bytes as u64;
+        }
         self.bytes = 0;
+    }
+
+    /// Forgets what other paths charged to this mailbox.
+    fn release_charged(&mut self) {
+        self.charged = 0;
     }
 
     /// One non-blocking vectored write of what waits for the attached socket (the rest of a
@@ -156,9 +223,10 @@ impl Inner {
         let from_partial = n.min(direct.partial.len());
         direct.partial.advance(from_partial);
         n -= from_partial;
+        let mut gone = 0;
         while n > 0 {
             let (seq, frame) = self.frames.pop_front().expect("written frame");
-            self.bytes -= frame.wire().len();
+            gone += frame.wire().len();
             direct.sent = seq;
             if n < frame.wire().len() {
                 direct.partial = frame.wire().slice(n..);
@@ -167,6 +235,7 @@ impl Inner {
                 n -= frame.wire().len();
             }
         }
+        self.unqueued(gone);
         Ok(written)
     }
 }
@@ -185,6 +254,16 @@ impl std::fmt::Debug for Mailbox {
     }
 }
 
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some((budget, slot)) = inner.budget.take() {
+            budget.release(inner.reported);
+            budget.leave(slot);
+        }
+    }
+}
+
 impl Mailbox {
     pub fn new(bounds: Bounds) -> Self {
         Self {
@@ -197,6 +276,71 @@ impl Mailbox {
         // A panic while holding this lock cannot leave `Inner` inconsistent (every update is a
         // single push/clear), so a poisoned lock is still safe to use.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins `budget` (see [`QueueBudget::enroll`]): what is queued from now on is charged there.
+    pub(crate) fn join_budget(&self, budget: Arc<QueueBudget>, slot: usize) {
+        let mut inner = self.lock();
+        if let Some((old, slot)) = inner.budget.replace((budget, slot)) {
+            old.release(inner.reported);
+            old.leave(slot);
+        }
+        inner.reported = 0;
+        inner.sync();
+    }
+
+    /// Bytes this mailbox holds against its bounds and the budget: queued frames and charges.
+    pub fn charged_bytes(&self) -> usize {
+        let inner = self.lock();
+        inner.bytes + inner.charged
+    }
+
+    /// Counts `bytes` another path holds for this subscriber (a history page in flight, say)
+    /// against the mailbox's byte bound and the hub-wide budget, until the returned [`Charge`]
+    /// is dropped. A charge never closes the mailbox by itself, but the budget may cut it for
+    /// the bytes it holds: the caller should stop when [`Mailbox::is_closed`] says `Slow`. A cut
+    /// releases every charge at once.
+    pub fn charge(self: &Arc<Self>, bytes: usize) -> Charge {
+        let mut inner = self.lock();
+        inner.charged += bytes;
+        inner.sync();
+        drop(inner);
+        Charge {
+            mailbox: self.clone(),
+            bytes,
+        }
+    }
+
+    /// Ends a [`Charge`].
+    pub(crate) fn uncharge(&self, bytes: usize) {
+        let mut inner = self.lock();
+        let bytes = bytes.min(inner.charged);
+        inner.charged -= bytes;
+        inner.sync();
+    }
+
+    /// Why the mailbox closed, if it did.
+    pub fn is_closed(&self) -> Option<Closed> {
+        self.lock().closed
+    }
+
+    /// Cuts the subscriber as too slow: frees its queue and its charges and closes the mailbox
+    /// (an attached stream still finishes the chunk it began). Whether it was open.
+    pub fn cut_slow(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return false;
+        }
+        inner.clear();
+        inner.release_charged();
+        inner.sync();
+        inner.closed = Some(Closed::Slow);
+        let waker = inner.wake();
+        drop(inner);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
     }
 
     /// Queues `frame` (the encoding of the event at `seq`) and writes it at once, as far as the
@@ -228,8 +372,12 @@ impl Mailbox {
             return (Pushed::Queued, false);
         }
         let len = frame.wire().len();
-        if inner.frames.len() >= self.bounds.frames || inner.bytes + len > self.bounds.bytes {
+        if inner.frames.len() >= self.bounds.frames
+            || inner.bytes + inner.charged + len > self.bounds.bytes
+        {
             inner.clear();
+            inner.release_charged();
+            inner.sync();
             inner.closed = Some(Closed::Slow);
             let waker = inner.wake();
             drop(guard);
@@ -238,7 +386,7 @@ impl Mailbox {
             }
             return (Pushed::Overflowed, false);
         }
-        inner.bytes += len;
+        inner.queued(len);
         inner.frames.push_back((seq, frame.clone()));
         let first = !inner.held;
         inner.held = true;
@@ -261,6 +409,7 @@ impl Mailbox {
                 }
             }
         }
+        inner.sync();
         let waiting = !inner.frames.is_empty()
             || inner.closed.is_some()
             || inner
@@ -296,13 +445,10 @@ impl Mailbox {
     /// empty; `Pending` (waker stored) when nothing is queued.
     pub fn poll_drain(&self, cx: &mut Context<'_>, after: Seq) -> Poll<Result<Drained, Closed>> {
         let mut inner = self.lock();
-        while let Some((seq, _)) = inner.frames.front() {
-            if *seq > after {
-                break;
-            }
-            let (_, frame) = inner.frames.pop_front().expect("front exists");
-            inner.bytes -= frame.wire().len();
+        while inner.frames.front().is_some_and(|(seq, _)| *seq <= after) {
+            inner.pop();
         }
+        inner.sync();
         if inner.frames.is_empty() {
             if let Some(reason) = inner.closed {
                 return Poll::Ready(Err(reason));
@@ -316,7 +462,9 @@ impl Mailbox {
             }
             return Poll::Pending;
         }
-        inner.bytes = 0;
+        let bytes = inner.bytes;
+        inner.unqueued(bytes);
+        inner.sync();
         let mut frames = std::mem::take(&mut inner.frames);
         drop(inner);
         let last_seq = frames.back().map_or(after, |(s, _)| *s);
@@ -341,15 +489,15 @@ impl Mailbox {
     pub fn attach(&self, wire: Arc<dyn Wire>, sent: Seq, last_write: Instant) {
         let mut inner = self.lock();
         while inner.frames.front().is_some_and(|(seq, _)| *seq <= sent) {
-            let (_, frame) = inner.frames.pop_front().expect("front exists");
-            inner.bytes -= frame.wire().len();
+            inner.pop();
         }
+        inner.sync();
         inner.direct = Some(Box::new(Direct {
             wire,
             partial: Bytes::new(),
             sent,
             last_write,
-            written: 0,
+            passed: 0,
             ended: false,
         }));
     }
@@ -365,6 +513,7 @@ impl Mailbox {
     pub fn finish(&self) {
         let mut inner = self.lock();
         inner.clear();
+        inner.sync();
         if inner.closed.is_none() {
             inner.closed = Some(Closed::Finished);
         }
@@ -386,13 +535,16 @@ impl Mailbox {
         self.lock().direct.as_ref().map(|d| d.last_write)
     }
 
-    /// For a write-stall timeout: whether bytes wait for the attached socket, and how many
-    /// were written so far.
-    pub fn wire_backlog(&self) -> (bool, u64) {
+    /// For a write-stall timeout: what waits for the attached socket, and how much left the
+    /// backlog so far.
+    pub fn wire_backlog(&self) -> WireBacklog {
         let inner = self.lock();
         match inner.direct.as_deref() {
-            Some(d) => (!d.partial.is_empty() || !inner.frames.is_empty(), d.written),
-            None => (false, 0),
+            Some(d) => WireBacklog {
+                waiting: (d.partial.len() + inner.bytes) as u64,
+                passed: d.passed,
+            },
+            None => WireBacklog::default(),
         }
     }
 
@@ -401,21 +553,29 @@ impl Mailbox {
     /// failed (the connection must be dropped); `Pending` when waiting for frames or for room
     /// in the socket.
     pub fn poll_wire(&self, cx: &mut Context<'_>) -> Poll<io::Result<Closed>> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
+        let mut inner = self.lock();
+        let poll = Self::drive_wire(&mut inner, cx);
+        inner.sync();
+        poll
+    }
+
+    /// [`Mailbox::poll_wire`] under the lock.
+    fn drive_wire(inner: &mut Inner, cx: &mut Context<'_>) -> Poll<io::Result<Closed>> {
         loop {
             let Some(direct) = inner.direct.as_deref_mut() else {
                 return Poll::Ready(Err(io::Error::other("the mailbox is not attached")));
             };
             // Frames already sent by the replay go nowhere.
-            while inner
-                .frames
-                .front()
-                .is_some_and(|(seq, _)| *seq <= direct.sent)
-            {
-                let (_, frame) = inner.frames.pop_front().expect("front exists");
-                inner.bytes -= frame.wire().len();
+            let sent = direct.sent;
+            while inner.frames.front().is_some_and(|(seq, _)| *seq <= sent) {
+                let (_, frame) = inner.pop().expect("front exists");
+                if let Some(direct) = inner.direct.as_deref_mut() {
+                    direct.passed += frame.wire().len() as u64;
+                }
             }
+            let Some(direct) = inner.direct.as_deref_mut() else {
+                return Poll::Ready(Err(io::Error::other("the mailbox is not attached")));
+            };
             if direct.partial.is_empty() && inner.frames.is_empty() {
                 match inner.closed {
                     Some(Closed::Broken) => {
@@ -554,7 +714,14 @@ mod tests {
         m.push(2, &f(b"world"), now()); // queued behind the rest
         m.push(3, &f(b"again"), now());
         assert_eq!(m.push(4, &f(b"over!"), now()), Pushed::Overflowed);
-        assert_eq!(m.wire_backlog(), (true, 4));
+        assert_eq!(
+            m.wire_backlog(),
+            WireBacklog {
+                waiting: 6,
+                passed: 4 + 20
+            },
+            "the cut dropped two queued frames"
+        );
         assert!(wire_poll(&m).is_pending(), "no room");
         wire.give(100);
         assert!(matches!(wire_poll(&m), Poll::Ready(Ok(Closed::Slow))));

@@ -195,3 +195,184 @@ async fn a_slow_subscriber_is_cut_off_without_hurting_others_and_loses_nothing()
     assert_eq!(fast.next().await.id, id);
     assert_eq!(fast_ids, published);
 }
+
+/// Reads `stream` (whose body so far is `raw`) until the SSE body holds an event with `id`,
+/// or the stream ends; returns the body bytes read and whether the last chunk came.
+async fn read_until_id(stream: &mut TcpStream, raw: &mut Vec<u8>, id: &str) -> bool {
+    let needle = format!("id: {id}\n");
+    within(WAIT, "the awaited event", async {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let (body, finished) = dechunk(raw);
+            if finished || body.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                return finished;
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return false;
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+}
+
+/// The hub-wide queue budget cuts the subscriber with the largest backlog, and only it: a
+/// smaller non-reading subscriber within its bounds keeps its stream, and a reading one never
+/// notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_queue_budget_the_largest_backlog_is_cut_first() {
+    let hub = spawn_hub_with(|c| {
+        c.hub.mailbox.frames = 4096;
+        c.hub.mailbox.bytes = 8 << 20;
+        c.hub.queue_budget = 1 << 20;
+        c.edge.send_buffer = Some(8 * 1024);
+        c.edge.write_stall_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let mut healthy = hub.subscribe("topic=a").await;
+    let (mut large, mut large_raw) =
+        raw_subscriber(&hub, "/.well-known/mercure?topic=a&topic=b").await;
+    let (mut small, mut small_raw) = raw_subscriber(&hub, "/.well-known/mercure?topic=a").await;
+    assert_eq!(hub.stats().await["subscribers"], 3);
+
+    let payload = "x".repeat(EVENT_BYTES);
+    let mut on_a = Vec::new();
+    for _ in 0..4 {
+        let id = hub.publish("a", &payload).await;
+        assert_eq!(healthy.next().await.id, id);
+        on_a.push(id);
+    }
+    // Only the large one gets these: its backlog grows past the budget, the small one's
+    // (about 4 × 64 KiB) does not.
+    let mut on_b = 0;
+    while hub.stats().await["slow_disconnects"] == 0 {
+        assert!(
+            on_b < 64,
+            "{on_b} events of 64 KiB queued for a subscriber that does not read, past a 1 MiB \
+             budget, and nobody was cut"
+        );
+        hub.publish("b", &payload).await;
+        on_b += 1;
+    }
+    let marker = hub.publish("a", "after the cut").await;
+    assert_eq!(
+        healthy.next().await.id,
+        marker,
+        "the reader keeps its stream"
+    );
+    on_a.push(marker.clone());
+    assert_eq!(hub.stats().await["slow_disconnects"], 1, "only one is cut");
+
+    // The small one, reading now, has every event of `a` and an open stream.
+    let ended = read_until_id(&mut small, &mut small_raw, &marker).await;
+    assert!(!ended, "the small backlog was cut too");
+    let got: Vec<String> = parse_sse(dechunk(&small_raw).0)
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(got, on_a);
+
+    // The large one gets what reached its socket, then the end of its stream.
+    let ended = read_until_id(&mut large, &mut large_raw, &marker).await;
+    assert!(ended, "the largest backlog should have been cut");
+    let got = parse_sse(dechunk(&large_raw).0).await;
+    assert!(
+        got.len() < on_a.len() - 1 + on_b,
+        "the cut subscriber got everything"
+    );
+}
+
+/// Each accepted socket's kernel send buffer is capped (`--send-buffer`, 256 KiB by default),
+/// so a stalled subscriber fills its socket soon instead of holding megabytes of kernel memory.
+#[tokio::test]
+async fn accepted_sockets_get_the_capped_send_buffer() {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    let hub = common::spawn_hub().await;
+    let (client, _) = raw_subscriber(&hub, "/.well-known/mercure?topic=a").await;
+    let client_addr = client.local_addr().unwrap();
+    // Find the hub's end of this connection among this process's descriptors.
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Some(fd) = entry
+            .unwrap()
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if fd == client.as_raw_fd() {
+            continue;
+        }
+        // SAFETY: the descriptor is only borrowed for two getsockopt-style calls; if it was
+        // closed meanwhile, they fail (or describe another socket, which does not match).
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let (Ok(local), Ok(peer)) = (sock.local_addr(), sock.peer_addr()) else {
+            continue;
+        };
+        if local.as_socket() == Some(hub.addr) && peer.as_socket() == Some(client_addr) {
+            found = Some(sock.send_buffer_size().unwrap());
+        }
+    }
+    let size = found.expect("the hub's side of the connection");
+    // Linux doubles the value set, for its bookkeeping.
+    let want = if cfg!(target_os = "linux") {
+        2 * 256 * 1024
+    } else {
+        256 * 1024
+    };
+    assert_eq!(size, want, "SO_SNDBUF of the accepted socket");
+    drop(client);
+}
+
+/// A subscriber that reads a trickle (2 KiB every 100 ms) to look alive is cut once the
+/// backlog waiting for it is not written within the write-stall timeout, long before it could
+/// have read its backlog at that pace; a reading subscriber on the same topic is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_reader_is_cut_within_the_stall_timeout() {
+    const EVENTS: usize = 64;
+    let hub = spawn_hub_with(|c| {
+        c.hub.mailbox.frames = 4096;
+        c.hub.mailbox.bytes = 16 << 20;
+        c.edge.send_buffer = Some(16 * 1024);
+        c.edge.write_stall_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let mut healthy = hub.subscribe("topic=t").await;
+    let (mut trickle, mut raw) = raw_subscriber(&hub, "/.well-known/mercure?topic=t").await;
+    let payload = "x".repeat(EVENT_BYTES);
+    for _ in 0..EVENTS {
+        let id = hub.publish("t", &payload).await;
+        assert_eq!(healthy.next().await.id, id);
+    }
+    let published = EVENTS * EVENT_BYTES;
+    // At 20 KiB/s, the 4 MiB backlog would take over three minutes to read.
+    let eof = within(
+        Duration::from_secs(60),
+        "the hub to cut a subscriber reading a trickle",
+        async {
+            let mut chunk = [0u8; 2048];
+            loop {
+                match trickle.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return raw.len(),
+                    Ok(n) => raw.extend_from_slice(&chunk[..n]),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    )
+    .await;
+    assert!(
+        eof < published / 2,
+        "the trickle reader got {eof} of {published} bytes before the cut"
+    );
+    let (_, finished) = dechunk(&raw);
+    assert!(!finished, "a stalled stream is dropped, not ended cleanly");
+    // The reading subscriber is untouched.
+    let id = hub.publish("t", "still here").await;
+    assert_eq!(healthy.next().await.id, id);
+}

@@ -28,8 +28,10 @@ pub struct EdgeConfig {
     pub publish_rate: Option<PublishRate>,
     /// A connection must send a request's header within this.
     pub header_read_timeout: Duration,
-    /// A connection whose peer accepts no bytes for this long is cut.
+    /// A live stream whose backlog is not all written within this is cut.
     pub write_stall_timeout: Duration,
+    /// `SO_SNDBUF` of accepted sockets (Linux doubles it); `None`: the kernel's autotuning.
+    pub send_buffer: Option<usize>,
 }
 
 impl Default for EdgeConfig {
@@ -42,11 +44,19 @@ impl Default for EdgeConfig {
             publish_rate: None,
             header_read_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(30),
+            send_buffer: Some(DEFAULT_SEND_BUFFER),
         }
     }
 }
 
 const EDGE_HEADING: &str = "Browser and network edges";
+
+/// Default `SO_SNDBUF`: 256 KiB (512 KiB of kernel memory once Linux doubles it), enough for
+/// ~40 Mbit/s at 100 ms round trip per stream.
+pub const DEFAULT_SEND_BUFFER: usize = 256 << 10;
+
+/// The smallest `--send-buffer` taken (Linux rounds smaller values up to about this anyway).
+const MIN_SEND_BUFFER: usize = 4096;
 
 /// Flags of the browser and network edges (part of `tidings serve`).
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -78,9 +88,16 @@ pub struct EdgeArgs {
     /// Time a client has to send a request's header [default: 10s].
     #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
     pub header_read_timeout: Option<Duration>,
-    /// A connection whose peer accepts no bytes for this long is cut [default: 30s].
+    /// A connection whose peer accepts no bytes for this long is cut; a live stream is cut
+    /// when the bytes waiting for it are not all written within it, so a trickle does not
+    /// count as reading [default: 30s].
     #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_WRITE_STALL_TIMEOUT", value_parser = parse_duration)]
     pub write_stall_timeout: Option<Duration>,
+    /// Kernel send buffer of each connection in bytes (SO_SNDBUF; Linux doubles it), so a
+    /// subscriber that stops reading is noticed by its queue bounds rather than hidden in
+    /// kernel memory; 0 leaves it to the kernel's autotuning [default: 262144].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_SEND_BUFFER")]
+    pub send_buffer: Option<usize>,
 }
 
 /// A TOML value given as one string (`"a, b"`) or a list of strings.
@@ -158,6 +175,14 @@ impl EdgeArgs {
                 &mut edge.write_stall_timeout,
             ),
         ];
+        match self.send_buffer.or(file.send_buffer) {
+            Some(0) => edge.send_buffer = None,
+            Some(n) if n < MIN_SEND_BUFFER => {
+                bail!("send_buffer must be 0 (the kernel's default) or at least {MIN_SEND_BUFFER}")
+            }
+            Some(n) => edge.send_buffer = Some(n),
+            None => {}
+        }
         for (flag, in_file, key, slot) in durations {
             if let Some(d) = flag.or(file_duration(in_file, key)?) {
                 if d.is_zero() {

@@ -188,7 +188,10 @@ impl Config {
                 path: path.into(),
                 durability: Durability::Full,
             },
-            hub: HubOptions::default(),
+            hub: HubOptions {
+                queue_budget: tidings_core::budget::machine_default(),
+                ..HubOptions::default()
+            },
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),
             auth: AuthConfig::default(),
@@ -203,6 +206,7 @@ impl Config {
         ServeOptions {
             header_read_timeout: self.edge.header_read_timeout,
             write_stall_timeout: self.edge.write_stall_timeout,
+            send_buffer: self.edge.send_buffer,
             grace: self.shutdown_grace,
         }
     }
@@ -263,9 +267,15 @@ pub struct ServeArgs {
     /// Frames a subscriber may have queued before it is cut off as too slow [default: 4096].
     #[arg(long, env = "TIDINGS_QUEUE_FRAMES")]
     pub queue_frames: Option<usize>,
-    /// Bytes a subscriber may have queued before it is cut off as too slow [default: 8388608].
+    /// Bytes a subscriber may have queued before it is cut off as too slow [default: 2097152,
+    /// or twice --max-body when that is more].
     #[arg(long, env = "TIDINGS_QUEUE_BYTES")]
     pub queue_bytes: Option<usize>,
+    /// Bytes queued to all subscribers together; past it, the subscribers with the largest
+    /// backlogs are cut first [default: an eighth of the machine's memory, at least 64 MiB and
+    /// at most 4 GiB].
+    #[arg(long, env = "TIDINGS_QUEUE_BUDGET")]
+    pub queue_budget: Option<usize>,
     /// JWT key for both publishers and subscribers: an HMAC secret (32 bytes or more) or a PEM
     /// public key; `@PATH` reads it from a file.
     #[arg(long, env = "TIDINGS_JWT_KEY", hide_env_values = true)]
@@ -335,6 +345,7 @@ pub(super) struct FileConfig {
     prune_every: Option<String>,
     queue_frames: Option<usize>,
     queue_bytes: Option<usize>,
+    queue_budget: Option<usize>,
     jwt_key: Option<String>,
     jwt_alg: Option<String>,
     publisher_jwt_key: Option<String>,
@@ -353,6 +364,7 @@ pub(super) struct FileConfig {
     publish_burst: Option<u32>,
     header_read_timeout: Option<String>,
     write_stall_timeout: Option<String>,
+    send_buffer: Option<usize>,
     jwks: Option<String>,
     publisher_jwks: Option<String>,
     subscriber_jwks: Option<String>,
@@ -480,13 +492,24 @@ impl ServeArgs {
                 .queue_frames
                 .or(file.queue_frames)
                 .unwrap_or(config.hub.mailbox.frames),
-            bytes: self
-                .queue_bytes
-                .or(file.queue_bytes)
-                .unwrap_or(config.hub.mailbox.bytes),
+            bytes: self.queue_bytes.or(file.queue_bytes).unwrap_or(
+                config
+                    .hub
+                    .mailbox
+                    .bytes
+                    .max(config.limits.max_body.saturating_mul(2)),
+            ),
         };
         if config.hub.mailbox.frames == 0 || config.hub.mailbox.bytes < config.limits.max_body {
             bail!("queue_frames must be at least 1 and queue_bytes at least max_body");
+        }
+        match self.queue_budget.or(file.queue_budget) {
+            Some(budget) if budget < config.hub.mailbox.bytes => {
+                bail!("queue_budget must be at least queue_bytes")
+            }
+            Some(budget) => config.hub.queue_budget = budget,
+            // The machine's default, but never below one subscriber's queue.
+            None => config.hub.queue_budget = config.hub.queue_budget.max(config.hub.mailbox.bytes),
         }
         let shared_key = self.jwt_key.or(file.jwt_key);
         let shared_alg = self.jwt_alg.or(file.jwt_alg);
@@ -754,6 +777,31 @@ COMPLETED = "completed"
     }
 
     #[test]
+    fn queue_and_socket_bounds() {
+        let config = ServeArgs::default().resolve().unwrap();
+        assert_eq!(config.hub.mailbox.bytes, 2 << 20);
+        assert_eq!(
+            config.hub.queue_budget,
+            tidings_core::budget::machine_default()
+        );
+        assert_eq!(config.edge.send_buffer, Some(256 << 10));
+        let config = ServeArgs {
+            max_body: Some(3 << 20),
+            queue_budget: Some(64 << 20),
+            edge: EdgeArgs {
+                send_buffer: Some(0),
+                ..EdgeArgs::default()
+            },
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.hub.mailbox.bytes, 6 << 20, "twice a larger max_body");
+        assert_eq!(config.hub.queue_budget, 64 << 20);
+        assert_eq!(config.serve_options().send_buffer, None, "0: the kernel's");
+    }
+
+    #[test]
     fn bad_edge_settings_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
@@ -768,6 +816,8 @@ COMPLETED = "completed"
             "publish_rate = \"5/day\"",
             "header_read_timeout = \"0s\"",
             "write_stall_timeout = \"soon\"",
+            "send_buffer = 100",
+            "queue_bytes = 4194304\nqueue_budget = 1048576",
         ] {
             std::fs::write(&file, bad).unwrap();
             let resolved = ServeArgs {

@@ -200,7 +200,7 @@ pub(super) async fn run(
         subscription: &mut subscription,
         stall,
         timer: None,
-        progress: 0,
+        target: 0,
         // A copy sized to what is there: `unread` may be a view of hyper's read buffer (8 KiB
         // or more), which would otherwise stay allocated for the whole stream.
         unread: if unread.is_empty() {
@@ -229,14 +229,20 @@ pub(super) async fn run(
 }
 
 /// The stream, the peer's side of the socket and the write-stall timeout, polled together.
+///
+/// The timeout is a watermark, not an idle timer: the bytes waiting for the socket when the
+/// timer is armed must all be gone by the time it fires, or the stream is cut. So a peer that
+/// reads a trickle (a few bytes now and then, to look alive) is cut as surely as one that reads
+/// nothing, while a peer that keeps up, however busy the stream, never is.
 struct Watch<'a> {
     wire: &'a Arc<TcpWire>,
     subscription: &'a mut Subscription,
     stall: Duration,
     /// Armed while bytes wait for the socket.
     timer: Option<Pin<Box<Sleep>>>,
-    /// Bytes written when the timer was last armed.
-    progress: u64,
+    /// What [`WireBacklog::passed`](tidings_core::mailbox::WireBacklog::passed) must reach
+    /// before the timer fires: everything waiting when it was armed.
+    target: u64,
     /// What the peer sent during the stream (or before it, unread by hyper).
     unread: BytesMut,
 }
@@ -264,32 +270,38 @@ impl Watch<'_> {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        let (waiting, written) = self.subscription.wire_backlog();
-        if !waiting {
+        let backlog = self.subscription.wire_backlog();
+        if backlog.waiting == 0 {
             self.timer = None;
             return Poll::Pending;
         }
-        let deadline = Instant::now() + self.stall;
+        let target = backlog.passed + backlog.waiting;
         match &mut self.timer {
-            Some(timer) if written == self.progress => {
+            // The backlog the timer watches is gone: watch what waits now.
+            Some(timer) if backlog.passed >= self.target => {
+                timer.as_mut().reset(Instant::now() + self.stall);
+                let _ = timer.as_mut().poll(cx);
+                self.target = target;
+            }
+            Some(timer) => {
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("the peer accepted no bytes for {:?}", self.stall),
+                        format!(
+                            "the peer did not take within {:?} the {} bytes waiting for it",
+                            self.stall,
+                            self.target - backlog.passed.min(self.target)
+                        ),
                     )));
                 }
             }
-            Some(timer) => {
-                timer.as_mut().reset(deadline);
-                let _ = timer.as_mut().poll(cx);
-            }
             None => {
-                let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+                let mut timer = Box::pin(tokio::time::sleep(self.stall));
                 let _ = timer.as_mut().poll(cx);
                 self.timer = Some(timer);
+                self.target = target;
             }
         }
-        self.progress = written;
         Poll::Pending
     }
 }

@@ -45,6 +45,11 @@ pub struct ServeOptions {
     /// A connection whose peer accepts no bytes for this long while the hub has some to send
     /// is cut.
     pub write_stall_timeout: Duration,
+    /// `SO_SNDBUF` of every accepted socket (Linux doubles it); `None`: the kernel's default
+    /// (autotuned, up to `net.ipv4.tcp_wmem`'s maximum). Capped, a stalled subscriber fills its
+    /// socket soon and the rest waits in its bounded queue, where the hub sees and cuts it,
+    /// instead of hiding megabytes of kernel memory per socket.
+    pub send_buffer: Option<usize>,
     /// How long shutdown waits for connections to finish before cutting them.
     pub grace: Duration,
 }
@@ -170,6 +175,11 @@ impl Admission {
             },
         };
         let _ = tcp.set_nodelay(true);
+        if let Some(size) = self.options.send_buffer {
+            if let Err(e) = socket2::SockRef::from(&tcp).set_send_buffer_size(size) {
+                tracing::debug!(%peer, error = %e, "setting SO_SNDBUF failed");
+            }
+        }
         let connection = Connection {
             tcp,
             peer,
