@@ -484,6 +484,7 @@ impl Hub {
             start_id: cursor.start_id,
             sent: cursor.after,
             preamble: Some(preamble.freeze()),
+            in_flight: None,
             latest,
             replay,
             heartbeat_every: self.options.heartbeat,
@@ -773,6 +774,9 @@ pub struct Subscription {
     /// Position of the last event sent (or skipped as not wanted).
     sent: Seq,
     preamble: Option<Bytes>,
+    /// The replay page last handed to the connection, counted against this subscriber's queue
+    /// bound and the hub's budget until the connection asks for the next one.
+    in_flight: Option<crate::budget::Charge>,
     /// The late-joiner replay (`latest`), sent a page at a time after the preamble.
     latest: Option<Latest>,
     replay: Option<Replay>,
@@ -898,6 +902,7 @@ impl Subscription {
                 }
             }
             if !buf.is_empty() {
+                self.in_flight = Some(self.mailbox.charge(buf.len()));
                 return Poll::Ready(Some(Ok(buf.freeze())));
             }
         }
@@ -959,6 +964,7 @@ impl Subscription {
                 }
             }
             if !buf.is_empty() {
+                self.in_flight = Some(self.mailbox.charge(buf.len()));
                 return Poll::Ready(Some(Ok(buf.freeze())));
             }
         }
@@ -976,6 +982,15 @@ impl Stream for Subscription {
         }
         if let Some(preamble) = this.preamble.take() {
             return Poll::Ready(Some(Ok(preamble)));
+        }
+        // Asked for more: the connection has taken the last page.
+        this.in_flight = None;
+        if (this.latest.is_some() || this.replay.is_some())
+            && this.mailbox.is_closed() == Some(Closed::Slow)
+        {
+            // The hub's queue budget cut this subscriber while it replayed.
+            this.done = true;
+            return Poll::Ready(None);
         }
         if this.latest.is_some() {
             match this.poll_latest(cx) {
