@@ -28,6 +28,8 @@ pub struct EdgeConfig {
     pub publish_rate: Option<PublishRate>,
     /// A connection must send a request's header within this.
     pub header_read_timeout: Duration,
+    /// A client must send a whole request body (a publish, a webhook delivery) within this.
+    pub body_read_timeout: Duration,
     /// A connection whose peer accepts no bytes for this long is cut.
     pub write_stall_timeout: Duration,
 }
@@ -41,6 +43,7 @@ impl Default for EdgeConfig {
             max_connections_per_ip: None,
             publish_rate: None,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
             write_stall_timeout: Duration::from_secs(30),
         }
     }
@@ -78,6 +81,10 @@ pub struct EdgeArgs {
     /// Time a client has to send a request's header [default: 10s].
     #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
     pub header_read_timeout: Option<Duration>,
+    /// Time a client has to send a whole request body, however slowly it trickles; 408 after it
+    /// [default: 60s].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_BODY_READ_TIMEOUT", value_parser = parse_duration)]
+    pub body_read_timeout: Option<Duration>,
     /// A connection whose peer accepts no bytes for this long is cut [default: 30s].
     #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_WRITE_STALL_TIMEOUT", value_parser = parse_duration)]
     pub write_stall_timeout: Option<Duration>,
@@ -150,6 +157,12 @@ impl EdgeArgs {
                 file.header_read_timeout.take(),
                 "header_read_timeout",
                 &mut edge.header_read_timeout,
+            ),
+            (
+                self.body_read_timeout,
+                file.body_read_timeout.take(),
+                "body_read_timeout",
+                &mut edge.body_read_timeout,
             ),
             (
                 self.write_stall_timeout,
