@@ -158,6 +158,15 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, seconds.max(1).into());
         }
+        if let Self::TooLarge(_) = &self {
+            // The body may still be on its way, unread: this connection serves no other request
+            // (the accept loop drains what arrives before closing it), and the client must not
+            // send one on it.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         if let Some(challenge) = challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
