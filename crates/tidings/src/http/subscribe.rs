@@ -216,7 +216,8 @@ async fn stream(
     takeover: Option<Takeover>,
     peer: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    let departure = match (&request.interest.presence, state.subscription_events) {
+    // With subscription events, what the stream's start and end events announce.
+    let announce = match (&request.interest.presence, state.subscription_events) {
         (Some(presence), true) => {
             let selectors: Vec<String> = request
                 .interest
@@ -224,15 +225,11 @@ async fn stream(
                 .iter()
                 .map(|s| s.source().to_owned())
                 .collect();
-            Some(presence::Departure {
-                hub: state.hub.clone(),
-                selectors,
-                presence: presence.clone(),
-            })
+            Some((selectors, presence.clone()))
         }
         _ => None,
     };
-    if let (Some(_), Some(limiter)) = (&departure, &state.subscription_rate) {
+    if let (Some(_), Some(limiter)) = (&announce, &state.subscription_rate) {
         // Each stream writes durable events (its start, then its end), so an address may start
         // streams only at the publish rate; anyone may subscribe, so there is no token to key
         // the bucket by. Refused before anything is registered or written.
@@ -242,6 +239,13 @@ async fn stream(
             .map_err(|wait| ApiError::SubscriptionRateLimited { retry_after: wait })?;
     }
     let mut subscription = state.hub.subscribe(request.interest, request.start).await?;
+    // The guard that announces the end exists only once the stream does: a refused stream
+    // announces nothing.
+    let departure = announce.map(|(selectors, presence)| presence::Departure {
+        hub: state.hub.clone(),
+        selectors,
+        presence,
+    });
     if let Some(d) = &departure {
         state
             .hub
