@@ -1678,6 +1678,33 @@ async fn the_leeway_admits_a_token_but_the_stream_still_ends_at_exp() {
     );
 }
 
+/// A long poll stops waiting at its token's `exp`, however long the leeway: what arrives after
+/// `exp` is not handed to the expired token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_stops_waiting_at_its_tokens_exp() {
+    let hub = spawn_hub_with(|c| {
+        hmac_keys(c);
+        c.auth.leeway = Duration::from_secs(60);
+    })
+    .await;
+    let token = hs256(
+        SUB_SECRET.as_bytes(),
+        &json!({ "exp": now() + 2, "mercure": { "subscribe": ["users/alice"] } }),
+    );
+    let poll = hub.client.get(hub.url(&format!(
+        "/events?topic=users/alice&wait=30&authorization={}",
+        enc(&token)
+    )));
+    let reply = within(
+        Duration::from_secs(8),
+        "the poll ending at exp",
+        hub.send(poll),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json()["events"], json!([]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_refused_from_its_exp_on() {
     let hub = spawn_hub_with(|c| {

@@ -683,6 +683,7 @@ mod tests {
         assert_eq!(edge.allowed_hosts, None);
         assert_eq!(edge.header_read_timeout, Duration::from_secs(10));
         assert_eq!(edge.write_stall_timeout, Duration::from_secs(30));
+        assert_eq!(edge.body_read_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -703,6 +704,7 @@ max_connections = 1000
 max_connections_per_ip = 20
 publish_rate = 600
 header_read_timeout = "5s"
+body_read_timeout = "20s"
 write_stall_timeout = "1m"
 "#,
         )
@@ -735,6 +737,7 @@ write_stall_timeout = "1m"
             })
         );
         assert_eq!(edge.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(edge.body_read_timeout, Duration::from_secs(20));
         assert_eq!(edge.write_stall_timeout, Duration::from_secs(60));
 
         let star = <Serve as clap::Parser>::try_parse_from(["serve", "--cors-origins", "*"]);
@@ -805,6 +808,7 @@ COMPLETED = "completed"
             "publish_rate = 0",
             "publish_rate = \"5/day\"",
             "header_read_timeout = \"0s\"",
+            "body_read_timeout = \"0s\"",
             "write_stall_timeout = \"soon\"",
         ] {
             std::fs::write(&file, bad).unwrap();
