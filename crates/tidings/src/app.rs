@@ -88,11 +88,18 @@ impl App {
             hub: self.hub.clone(),
             limits: crate::config::Limits {
                 body_idle: self.config.edge.header_read_timeout,
+                body_deadline: self.config.edge.body_read_timeout,
                 ..self.config.limits
             },
             auth,
             subscription_events: self.config.subscription_events,
             publish_rate: self.config.edge.publish_rate.map(RateLimiter::new),
+            subscription_rate: self
+                .config
+                .edge
+                .publish_rate
+                .filter(|_| self.config.subscription_events)
+                .map(RateLimiter::new),
             cors: self.config.edge.cors.clone(),
             webhooks: self.config.webhooks.clone(),
         });

@@ -1635,6 +1635,76 @@ async fn a_stream_closes_at_its_tokens_exp_and_resumes_without_loss() {
     );
 }
 
+/// The leeway lets a token in despite clock skew; it does not stretch how long an expired token
+/// keeps receiving private events: the stream ends at `exp` itself, and a token already past
+/// `exp` (accepted within the leeway) gets a stream that ends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leeway_admits_a_token_but_the_stream_still_ends_at_exp() {
+    let hub = spawn_hub_with(|c| {
+        hmac_keys(c);
+        c.auth.leeway = Duration::from_secs(60);
+    })
+    .await;
+    let url = "/.well-known/mercure?topic=users/alice";
+    let token = |exp: u64| {
+        bearer(&hs256(
+            SUB_SECRET.as_bytes(),
+            &json!({ "exp": exp, "mercure": { "subscribe": ["users/alice"] } }),
+        ))
+    };
+    // Already expired, within the leeway: admitted, and the stream ends before any event.
+    let mut stale = hub.sse(url, &[("authorization", &token(now() - 1))]).await;
+    assert!(
+        stale.expect_end().await.is_empty(),
+        "an expired token received events"
+    );
+
+    let exp = now() + 2;
+    let exp_at = UNIX_EPOCH + Duration::from_secs(exp);
+    let mut sub = hub.sse(url, &[("authorization", &token(exp))]).await;
+    let first = publish_private(&hub, &["users/alice"], "before exp").await;
+    assert_eq!(sub.next().await.id, first);
+    // The end comes at exp (a few seconds from now), not 60 s later.
+    let rest = within(
+        Duration::from_secs(8),
+        "the stream ending at exp",
+        sub.expect_end(),
+    )
+    .await;
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        SystemTime::now() + Duration::from_millis(50) >= exp_at,
+        "the stream ended before exp"
+    );
+}
+
+/// A long poll stops waiting at its token's `exp`, however long the leeway: what arrives after
+/// `exp` is not handed to the expired token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_stops_waiting_at_its_tokens_exp() {
+    let hub = spawn_hub_with(|c| {
+        hmac_keys(c);
+        c.auth.leeway = Duration::from_secs(60);
+    })
+    .await;
+    let token = hs256(
+        SUB_SECRET.as_bytes(),
+        &json!({ "exp": now() + 2, "mercure": { "subscribe": ["users/alice"] } }),
+    );
+    let poll = hub.client.get(hub.url(&format!(
+        "/events?topic=users/alice&wait=30&authorization={}",
+        enc(&token)
+    )));
+    let reply = within(
+        Duration::from_secs(8),
+        "the poll ending at exp",
+        hub.send(poll),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json()["events"], json!([]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_refused_from_its_exp_on() {
     let hub = spawn_hub_with(|c| {

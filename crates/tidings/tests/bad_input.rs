@@ -157,6 +157,81 @@ async fn malformed_json_publishes_are_refused() {
     assert_nothing_else_stored(&hub, &[]).await;
 }
 
+/// serde_json keeps the last of two equal keys; a publish must not mean one thing to a proxy or
+/// log that keeps the first and another to the hub, nor lose part of its data silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_json_keys_are_refused_at_any_depth() {
+    let hub = hub().await;
+    for (path, what, body) in [
+        (
+            "/.well-known/mercure",
+            "topic twice",
+            r#"{"topic":"a","topic":"b"}"#,
+        ),
+        (
+            "/.well-known/mercure",
+            "private twice",
+            r#"{"topic":"a","private":true,"private":false}"#,
+        ),
+        (
+            "/.well-known/mercure",
+            "escaped twin",
+            r#"{"topic":"a","\u0074opic":"b"}"#,
+        ),
+        (
+            "/.well-known/mercure",
+            "in data",
+            r#"{"topic":"a","data":{"k":1,"k":2}}"#,
+        ),
+        (
+            "/.well-known/mercure",
+            "in a batch",
+            r#"[{"topic":"a"},{"topic":"b","id":"x","id":"y"}]"#,
+        ),
+        (
+            "/events/a",
+            "path: data twice",
+            r#"{"data":"x","data":"y"}"#,
+        ),
+        ("/events/a", "path: in data", r#"{"data":[{"k":1,"k":1}]}"#),
+    ] {
+        let reason = hub.post(path, JSON, body).await.assert_refused(400, what);
+        assert!(reason.contains("duplicate key"), "{what}: {reason}");
+    }
+    assert_nothing_else_stored(&hub, &[]).await;
+}
+
+/// 404 and 405 answer a one-line reason like every other refusal (405 with `Allow`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_methods_get_a_one_line_reason() {
+    let hub = hub().await;
+    let reason = hub
+        .get("/nowhere")
+        .await
+        .assert_refused(404, "unknown path");
+    assert!(reason.contains("/nowhere"), "{reason}");
+    hub.post("/.well-known/mercurey", FORM, "topic=a")
+        .await
+        .assert_refused(404, "unknown publish path");
+    for (method, path, allow) in [
+        (
+            reqwest::Method::DELETE,
+            "/.well-known/mercure",
+            "GET,HEAD,POST",
+        ),
+        (reqwest::Method::PUT, "/events/a", "GET,HEAD,POST"),
+        (reqwest::Method::POST, "/healthz", "GET,HEAD"),
+    ] {
+        let reply = hub
+            .send(hub.client.request(method.clone(), hub.url(path)))
+            .await;
+        let reason = reply.assert_refused(405, &format!("{method} {path}"));
+        assert!(reason.contains(method.as_str()), "{reason}");
+        assert_eq!(reply.header("allow"), allow, "{method} {path}");
+    }
+    assert_nothing_else_stored(&hub, &[]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_id_is_a_conflict_and_changes_nothing() {
     let hub = hub().await;
@@ -215,6 +290,29 @@ async fn bodies_over_the_limit_are_413() {
     let ok = hub.post("/.well-known/mercure", FORM, fits).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     assert_nothing_else_stored(&hub, &["fits"]).await;
+}
+
+/// A client that sends a body far over the limit in one go (no `Expect: 100-continue`) reads its
+/// 413, not a reset connection: the hub answers before reading the body, then drains what keeps
+/// arriving before it closes (closing on unread bytes makes the kernel send a reset, which can
+/// destroy the answer before the client reads it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_far_over_the_limit_still_gets_its_413() {
+    let hub = hub().await;
+    for i in 0..16 {
+        let response = hub
+            .client
+            .post(hub.url("/.well-known/mercure"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(vec![b'x'; 8 << 20])
+            .send()
+            .await;
+        match response {
+            Ok(r) => assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "attempt {i}"),
+            Err(e) => panic!("attempt {i}: no answer: {e:?}"),
+        }
+    }
+    assert_nothing_else_stored(&hub, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,3 +181,33 @@ async fn tail_reports_a_refused_subscription() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("400"), "{stderr}");
 }
+
+/// `--durability` is SQLite's: with a PostgreSQL or Redis store, `serve` stops at once with a
+/// reason, before it opens the store or binds its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durability_with_a_postgres_or_redis_store_is_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for store in ["postgres://127.0.0.1/test", "redis://127.0.0.1:6379/"] {
+        for durability in ["normal", "full"] {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_tidings"));
+            for (name, _) in std::env::vars() {
+                if name.starts_with("TIDINGS_") {
+                    command.env_remove(name);
+                }
+            }
+            command
+                .args(["serve", "--listen", "127.0.0.1:0", "--store", store])
+                .args(["--durability", durability])
+                .current_dir(dir.path())
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let output = run(command).await;
+            assert!(!output.status.success(), "{store} with {durability} served");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("SQLite store only"), "{stderr}");
+        }
+    }
+}

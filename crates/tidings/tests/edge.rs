@@ -337,6 +337,57 @@ async fn only_allowed_hosts_are_served() {
     assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
 }
 
+/// Sends `request` (raw bytes) on a new connection and returns the answer's head and what
+/// follows of it, read until the blank line after the header.
+async fn raw_exchange(hub: &TestHub, request: &[u8]) -> String {
+    let mut conn = TcpStream::connect(hub.addr).await.expect("connect");
+    conn.write_all(request).await.expect("write");
+    read_head(&mut conn).await
+}
+
+/// Reads an answer's head (up to its blank line) from `conn`.
+async fn read_head(conn: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = within(WAIT, "the answer", conn.read(&mut buf))
+            .await
+            .expect("read");
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// RFC 9112: a request with two Host headers is a 400, with or without an allow-list (the
+/// allow-list would otherwise check the first, and a proxy might route by the second).
+#[tokio::test]
+async fn two_host_headers_are_400() {
+    let listed = spawn_hub_with(|c| {
+        c.edge.allowed_hosts = Some(AllowedHosts::parse("hub.example.com, 127.0.0.1").unwrap());
+    })
+    .await;
+    let open = spawn_hub_with(|_| {}).await;
+    for hub in [&listed, &open] {
+        let answer = raw_exchange(
+            hub,
+            b"POST /.well-known/mercure HTTP/1.1\r\nhost: hub.example.com\r\nhost: evil.com\r\n\
+              content-type: application/x-www-form-urlencoded\r\ncontent-length: 14\r\n\r\n\
+              topic=t&data=x",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(hub.history_ids("topic=t").await.is_empty());
+    }
+    // One Host header on the list is still served.
+    let answer = raw_exchange(
+        &listed,
+        b"GET /healthz HTTP/1.1\r\nhost: hub.example.com\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connection limits
 
@@ -442,6 +493,80 @@ async fn a_stalled_publish_body_is_answered_408_and_stores_nothing() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() >= Duration::from_millis(250));
     assert!(hub.history_ids("topic=stalled").await.is_empty());
+}
+
+/// A body whose declared length is over `--max-body` is refused at once, before any of it is
+/// sent: the hub does not wait for (or read) a body it will refuse.
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_413_before_the_body() {
+    let hub = spawn_hub_with(|c| {
+        c.limits.max_body = 1024;
+        // Long enough that a hub waiting for the body would answer 408 only much later.
+        c.edge.header_read_timeout = Duration::from_secs(30);
+    })
+    .await;
+    for (path, expect) in [
+        ("/.well-known/mercure", ""),
+        ("/events/t", ""),
+        ("/.well-known/mercure", "expect: 100-continue\r\n"),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\n{expect}\
+             content-type: application/x-www-form-urlencoded\r\ncontent-length: 5000000\r\n\r\n",
+            hub.addr
+        );
+        let answer = raw_exchange(&hub, head.as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "{path} {expect}: {answer}"
+        );
+        assert!(answer.contains("larger than 1024 bytes"), "{answer}");
+    }
+    assert!(hub.history_ids("topic=t").await.is_empty());
+}
+
+/// A publisher trickling its body (a byte at a time, never pausing long enough for the idle
+/// timeout) is cut by the whole-body deadline (`--body-read-timeout`), and nothing is stored.
+#[tokio::test]
+async fn a_trickled_publish_body_is_cut_at_the_body_deadline() {
+    let hub = spawn_hub_with(|c| {
+        c.edge.header_read_timeout = Duration::from_secs(5);
+        c.edge.body_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut conn = TcpStream::connect(hub.addr).await.expect("connect");
+    // 40 bytes at 4 a second: 10 s to finish, far past the deadline, each pause far below the
+    // idle timeout.
+    let body = format!("topic=trickled&data={}", "x".repeat(20));
+    let head = format!(
+        "POST /.well-known/mercure HTTP/1.1\r\nhost: {}\r\n\
+         content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n",
+        hub.addr,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("write");
+    let (mut read, mut write) = conn.into_split();
+    let trickle = tokio::spawn(async move {
+        for byte in body.bytes() {
+            if write.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = within(Duration::from_secs(20), "the answer", read.read(&mut buf))
+            .await
+            .expect("read");
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(hub.history_ids("topic=trickled").await.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -507,3 +507,42 @@ async fn a_jwks_url_is_fetched_again_for_an_unknown_kid() {
     );
     assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// With subscription events, every stream writes durable events (its start, then its end), so
+/// anonymous clients could write as fast as they connect: an address starts streams only at the
+/// publish rate (buckets of their own), and a stream past it is refused with 429 before anything
+/// is registered or written.
+#[tokio::test]
+async fn subscription_events_are_bounded_by_the_publish_rate_per_address() {
+    let hub = spawn_hub_with(|c| {
+        c.subscription_events = true;
+        // Slow enough that no token comes back during the test.
+        c.edge.publish_rate = Some(tidings::http::rate::PublishRate {
+            per_second: 0.01,
+            burst: 3,
+        });
+    })
+    .await;
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        streams.push(hub.subscribe(&format!("topic=t{i}")).await);
+    }
+    let stored = |hub: &TestHub| {
+        let hub = hub.http.clone();
+        async move { hub.stats().await["events_stored"].as_u64().unwrap() }
+    };
+    let before = stored(&hub).await;
+    assert_eq!(before, 3, "one start event per stream");
+    let reply = hub.get("/.well-known/mercure?topic=t9").await;
+    let reason = reply.assert_refused(429, "a 4th stream");
+    assert!(reason.contains("subscription events"), "{reason}");
+    assert!(reply.header("retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(
+        stored(&hub).await,
+        before,
+        "the refused stream wrote events"
+    );
+    // Publishing is not charged for the streams: it has its own buckets.
+    let reply = hub.post_form(&[("topic", "t0"), ("data", "x")]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}

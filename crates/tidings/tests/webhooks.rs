@@ -694,3 +694,105 @@ async fn the_jobs_example_runs_end_to_end() {
         "the repeated delivery stored nothing"
     );
 }
+
+/// `github` and `hmac` without a timestamp sign only the body: a captured delivery replayed with
+/// a fresh delivery id verifies, and is a new event. `id_from_signature` makes the event id a
+/// digest of the signature, so the replay is a duplicate whatever delivery id it carries.
+#[tokio::test]
+async fn replays_are_duplicates_with_id_from_signature() {
+    const SIGNED: &str = r#"
+[webhooks.github]
+scheme = "github"
+secret = "It's a Secret to Everybody"
+topic = "repos/{/repository/full_name}"
+type = "push"
+
+[webhooks.gh]
+scheme = "github"
+secret = "It's a Secret to Everybody"
+topic = "repos/{/repository/full_name}"
+type = "push"
+id_from_signature = true
+
+[webhooks.plain]
+scheme = "hmac"
+secret = "generic-secret"
+signature_header = "X-Signature"
+topic = "builds/{/build}"
+id_from_signature = true
+"#;
+    let hub = spawn_hub_with(|config| {
+        config.webhooks = Webhooks::from_toml(SIGNED).expect("the test webhooks are valid");
+    })
+    .await;
+    let body = r#"{"repository":{"full_name":"octo/hub"},"after":"abc"}"#;
+
+    // Without the option the replay is a second event: the hole the option closes.
+    github("d-1", body, GITHUB_SECRET).accepted(&hub).await;
+    let (_, duplicate) = github("d-2", body, GITHUB_SECRET).accepted(&hub).await;
+    assert!(!duplicate);
+    assert_eq!(stored(&hub).await, 2);
+
+    let to = |mut d: Delivery, path: &str| {
+        d.path = path.into();
+        d
+    };
+    let (first, duplicate) = to(github("d-1", body, GITHUB_SECRET), "/webhooks/gh")
+        .accepted(&hub)
+        .await;
+    assert!(!duplicate);
+    assert!(first.starts_with("webhook:gh:sig:"), "{first}");
+    let signature = hex::encode(hmac_sha256(GITHUB_SECRET.as_bytes(), &[body.as_bytes()]));
+    assert!(!first.contains(&signature), "the id shows the signature");
+    for replay in ["d-2", "d-3"] {
+        let (id, duplicate) = to(github(replay, body, GITHUB_SECRET), "/webhooks/gh")
+            .accepted(&hub)
+            .await;
+        assert_eq!((id.as_str(), duplicate), (first.as_str(), true), "{replay}");
+    }
+    // A forged delivery id does not get past the signature, and another body is another event.
+    to(github("d-4", body, "other"), "/webhooks/gh")
+        .send(&hub)
+        .await
+        .assert_refused(401, "wrong secret");
+    let other = r#"{"repository":{"full_name":"octo/hub"},"after":"def"}"#;
+    let (second, duplicate) = to(github("d-5", other, GITHUB_SECRET), "/webhooks/gh")
+        .accepted(&hub)
+        .await;
+    assert!(!duplicate && second != first);
+    assert_eq!(stored(&hub).await, 4);
+
+    // Generic HMAC over the body only: no delivery id needed, replays are duplicates.
+    let build = r#"{"build":"7"}"#;
+    let sig = hmac_sha256(HMAC_SECRET.as_bytes(), &[build.as_bytes()]);
+    let plain = || Delivery {
+        path: "/webhooks/plain".into(),
+        headers: vec![("X-Signature".into(), hex::encode(&sig))],
+        body: build.into(),
+    };
+    let (id, duplicate) = plain().accepted(&hub).await;
+    assert!(!duplicate && id.starts_with("webhook:plain:sig:"), "{id}");
+    let (again, duplicate) = plain().header("X-Delivery", "fresh").accepted(&hub).await;
+    assert_eq!((again, duplicate), (id, true));
+    assert_eq!(stored(&hub).await, 5);
+    assert_eq!(hub.history("topic=builds/7").await.len(), 1);
+}
+
+#[test]
+fn id_from_signature_applies_to_unsigned_delivery_ids_only() {
+    for (config, reason) in [
+        (
+            "scheme = \"standard\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+            "applies to scheme",
+        ),
+        ("scheme = \"bearer\"\ntoken = \"t\"", "applies to scheme"),
+        (
+            "scheme = \"github\"\nsecret = \"s\"\ndelivery_id_header = \"X-Id\"",
+            "not both",
+        ),
+    ] {
+        let text = format!("[webhooks.w]\n{config}\ntopic = \"t\"\nid_from_signature = true\n");
+        let err = format!("{:#}", Webhooks::from_toml(&text).unwrap_err());
+        assert!(err.contains(reason), "{config}: {err}");
+    }
+}

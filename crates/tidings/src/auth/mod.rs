@@ -104,7 +104,6 @@ pub struct Auth {
     subscriber: Option<Verifier>,
     anonymous: bool,
     cookie: String,
-    leeway: Duration,
 }
 
 impl Auth {
@@ -129,13 +128,7 @@ impl Auth {
                 .context("subscriber JWT key")?,
             anonymous: config.anonymous,
             cookie: config.cookie.clone(),
-            leeway: config.leeway,
         })
-    }
-
-    /// The clock skew allowed on `exp` and `nbf`.
-    pub fn leeway(&self) -> Duration {
-        self.leeway
     }
 
     /// Whether publishing is open to anyone (no publisher key configured).

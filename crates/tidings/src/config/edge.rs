@@ -28,7 +28,10 @@ pub struct EdgeConfig {
     pub publish_rate: Option<PublishRate>,
     /// A connection must send a request's header within this.
     pub header_read_timeout: Duration,
-    /// A live stream whose backlog is not all written within this is cut.
+    /// A client must send a whole request body (a publish, a webhook delivery) within this.
+    pub body_read_timeout: Duration,
+    /// A connection whose peer accepts no bytes for this long is cut; a live stream whose
+    /// backlog is not all written within this is cut.
     pub write_stall_timeout: Duration,
     /// `SO_SNDBUF` of accepted sockets (Linux doubles it); `None`: the kernel's autotuning.
     pub send_buffer: Option<usize>,
@@ -43,6 +46,7 @@ impl Default for EdgeConfig {
             max_connections_per_ip: None,
             publish_rate: None,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
             write_stall_timeout: Duration::from_secs(30),
             send_buffer: Some(DEFAULT_SEND_BUFFER),
         }
@@ -88,6 +92,10 @@ pub struct EdgeArgs {
     /// Time a client has to send a request's header [default: 10s].
     #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
     pub header_read_timeout: Option<Duration>,
+    /// Time a client has to send a whole request body, however slowly it trickles; 408 after it
+    /// [default: 60s].
+    #[arg(long, help_heading = EDGE_HEADING, env = "TIDINGS_BODY_READ_TIMEOUT", value_parser = parse_duration)]
+    pub body_read_timeout: Option<Duration>,
     /// A connection whose peer accepts no bytes for this long is cut; a live stream is cut
     /// when the bytes waiting for it are not all written within it, so a trickle does not
     /// count as reading [default: 30s].
@@ -167,6 +175,12 @@ impl EdgeArgs {
                 file.header_read_timeout.take(),
                 "header_read_timeout",
                 &mut edge.header_read_timeout,
+            ),
+            (
+                self.body_read_timeout,
+                file.body_read_timeout.take(),
+                "body_read_timeout",
+                &mut edge.body_read_timeout,
             ),
             (
                 self.write_stall_timeout,

@@ -146,6 +146,9 @@ pub struct Limits {
     /// Longest pause between two pieces of a request body (408 after it); the server sets it
     /// to the header-read timeout.
     pub body_idle: Duration,
+    /// Longest time a whole request body may take, however it trickles (408 after it); the
+    /// server sets it to the body-read timeout.
+    pub body_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -157,6 +160,7 @@ impl Default for Limits {
             max_selectors: 100,
             max_wait: Duration::from_secs(60),
             body_idle: Duration::from_secs(10),
+            body_deadline: Duration::from_secs(60),
         }
     }
 }
@@ -363,6 +367,7 @@ pub(super) struct FileConfig {
     publish_rate: Option<TextOrNumber>,
     publish_burst: Option<u32>,
     header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
     write_stall_timeout: Option<String>,
     send_buffer: Option<usize>,
     jwks: Option<String>,
@@ -427,12 +432,13 @@ impl ServeArgs {
         };
         let edge = std::mem::take(&mut self.edge).resolve(&mut file)?;
         let durability = match self.durability {
-            Some(d) => d,
-            None => match file.durability {
-                Some(s) => parse_durability(&s)
-                    .map_err(|e| anyhow::anyhow!("config key durability: {e}"))?,
-                None => Durability::Full,
-            },
+            Some(d) => Some(d),
+            None => file
+                .durability
+                .as_deref()
+                .map(parse_durability)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("config key durability: {e}"))?,
         };
         let store = self
             .store
@@ -440,7 +446,15 @@ impl ServeArgs {
             .unwrap_or_else(|| "tidings.db".to_owned());
         let mut config = Config::with_store_path("tidings.db");
         config.edge = edge;
-        config.store = StoreConfig::parse(&store, durability)?;
+        config.store = StoreConfig::parse(&store, durability.unwrap_or(Durability::Full))?;
+        if durability.is_some() && !matches!(config.store, StoreConfig::Sqlite { .. }) {
+            // Checked before anything is opened or bound: a setting that would silently do
+            // nothing is a mistake worth stopping for.
+            bail!(
+                "--durability applies to an SQLite store only; PostgreSQL and Redis make a commit \
+                 durable by their own settings (synchronous_commit, appendfsync)"
+            );
+        }
         if let Some(name) = self.pg_schema.or(file.pg_schema) {
             match &mut config.store {
                 StoreConfig::Postgres { schema, .. } => *schema = name,
@@ -605,6 +619,30 @@ mod tests {
     }
 
     #[test]
+    fn durability_applies_to_sqlite_only() {
+        let resolve = |store: &str, durability| {
+            ServeArgs {
+                store: Some(store.into()),
+                durability: Some(durability),
+                ..ServeArgs::default()
+            }
+            .resolve()
+        };
+        assert!(resolve("x.db", Durability::Normal).is_ok());
+        for store in ["postgres://h/db", "redis://h/0"] {
+            for durability in [Durability::Normal, Durability::Full] {
+                let err = resolve(store, durability).unwrap_err().to_string();
+                assert!(err.contains("SQLite store only"), "{err}");
+            }
+        }
+        let plain = ServeArgs {
+            store: Some("redis://h/0".into()),
+            ..ServeArgs::default()
+        };
+        assert!(plain.resolve().is_ok());
+    }
+
+    #[test]
     fn store_urls_never_show_passwords() {
         assert_eq!(
             redacted("postgres://app:s3cret@db:5432/x?sslmode=require"),
@@ -668,6 +706,7 @@ mod tests {
         assert_eq!(edge.allowed_hosts, None);
         assert_eq!(edge.header_read_timeout, Duration::from_secs(10));
         assert_eq!(edge.write_stall_timeout, Duration::from_secs(30));
+        assert_eq!(edge.body_read_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -688,6 +727,7 @@ max_connections = 1000
 max_connections_per_ip = 20
 publish_rate = 600
 header_read_timeout = "5s"
+body_read_timeout = "20s"
 write_stall_timeout = "1m"
 "#,
         )
@@ -720,6 +760,7 @@ write_stall_timeout = "1m"
             })
         );
         assert_eq!(edge.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(edge.body_read_timeout, Duration::from_secs(20));
         assert_eq!(edge.write_stall_timeout, Duration::from_secs(60));
 
         let star = <Serve as clap::Parser>::try_parse_from(["serve", "--cors-origins", "*"]);
@@ -815,6 +856,7 @@ COMPLETED = "completed"
             "publish_rate = 0",
             "publish_rate = \"5/day\"",
             "header_read_timeout = \"0s\"",
+            "body_read_timeout = \"0s\"",
             "write_stall_timeout = \"soon\"",
             "send_buffer = 100",
             "queue_bytes = 4194304\nqueue_budget = 1048576",

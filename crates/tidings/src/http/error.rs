@@ -31,6 +31,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("this path does not answer {0}; see the Allow header")]
+    MethodNotAllowed(axum::http::Method),
     /// A webhook delivery whose signature, timestamp or token does not verify.
     #[error("{0}")]
     Unverified(String),
@@ -49,6 +51,12 @@ pub enum ApiError {
     TooManyClientConnections { retry_after: Duration },
     #[error("publish rate limit reached; retry after the time in Retry-After")]
     RateLimited { retry_after: Duration },
+    /// Each stream writes subscription events, so streams count against the publish rate.
+    #[error(
+        "too many new streams from your address (each one publishes subscription events); \
+         retry after the time in Retry-After"
+    )]
+    SubscriptionRateLimited { retry_after: Duration },
     #[error("internal error")]
     Internal(String),
 }
@@ -67,15 +75,16 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unverified(_) => StatusCode::UNAUTHORIZED,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::TooManyClientConnections { .. } | Self::RateLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::TooManyClientConnections { .. }
+            | Self::RateLimited { .. }
+            | Self::SubscriptionRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -140,13 +149,23 @@ impl IntoResponse for ApiError {
         };
         if let Self::TooManyConnections { retry_after }
         | Self::TooManyClientConnections { retry_after }
-        | Self::RateLimited { retry_after } = &self
+        | Self::RateLimited { retry_after }
+        | Self::SubscriptionRateLimited { retry_after } = &self
         {
             // Whole seconds, rounded up: a client that waits that long finds room.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, seconds.max(1).into());
+        }
+        if let Self::TooLarge(_) = &self {
+            // The body may still be on its way, unread: this connection serves no other request
+            // (the accept loop drains what arrives before closing it), and the client must not
+            // send one on it.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
         }
         if let Some(challenge) = challenge {
             response.headers_mut().insert(

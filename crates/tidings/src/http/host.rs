@@ -146,13 +146,22 @@ pub fn split_list(list: &str) -> impl Iterator<Item = &str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Middleware: refuses a request whose host is not on the list. The host is the request
-/// target's authority when it has one (absolute form), else the Host header.
+/// Middleware on every request: refuses one with more than one Host header (400, as RFC 9112
+/// asks: proxies and the hub could each pick a different one), then, with an allow-list, one
+/// whose host is not on it (421). The host is the request target's authority when it has one
+/// (absolute form), else the Host header.
 pub async fn check_host(
-    State(hosts): State<Arc<AllowedHosts>>,
+    State(hosts): State<Option<Arc<AllowedHosts>>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let mut given = request.headers().get_all(header::HOST).iter();
+    if given.next().is_some() && given.next().is_some() {
+        return ApiError::bad("the request has more than one Host header").into_response();
+    }
+    let Some(hosts) = hosts else {
+        return next.run(request).await;
+    };
     let authority = match request.uri().authority() {
         Some(authority) => Some(authority.as_str()),
         None => request

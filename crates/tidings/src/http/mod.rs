@@ -3,19 +3,21 @@
 use std::sync::Arc;
 
 use axum::handler::Handler;
-use axum::http::{header, HeaderName};
+use axum::http::{header, HeaderName, Method, Uri};
 use axum::routing::{get, post};
 use axum::Router;
 use tidings_core::hub::Hub;
 
 use crate::auth::Auth;
 use crate::config::{EdgeConfig, Limits};
+use error::ApiError;
 
 pub mod admin;
 pub mod cors;
 pub mod error;
 pub mod form;
 pub mod host;
+pub mod json;
 pub mod poll;
 pub mod presence;
 pub mod publish;
@@ -31,6 +33,10 @@ pub struct AppState {
     pub subscription_events: bool,
     /// The publish rate per publisher, when one is set.
     pub publish_rate: Option<rate::RateLimiter>,
+    /// With subscription events and a publish rate: how many streams (each writing durable
+    /// subscription events) a client address may start, at the publish rate, in buckets of
+    /// their own.
+    pub subscription_rate: Option<rate::RateLimiter>,
     /// Origins allowed to call the hub from a browser; a publish authorized by a cookie must
     /// come from the hub's own origin or one of these.
     pub cors: cors::CorsOrigins,
@@ -68,20 +74,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/{name}", post(crate::ingest::receive))
         .route("/healthz", get(admin::healthz))
         .route("/stats", get(admin::stats))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-/// Wraps `router` in the browser and network edges: CORS, then (outermost) the Host allow-list,
-/// so a request for a foreign host is refused before anything else looks at it.
+/// Wraps `router` in the browser and network edges: CORS, then (outermost) the Host check (one
+/// Host header, and on the allow-list when there is one), so a request for a foreign host is
+/// refused before anything else looks at it.
 pub fn with_edges(mut router: Router, edge: &EdgeConfig) -> Router {
     if let Some(cors) = edge.cors.layer() {
         router = router.layer(cors);
     }
-    if let Some(hosts) = &edge.allowed_hosts {
-        router = router.layer(axum::middleware::from_fn_with_state(
-            Arc::new(hosts.clone()),
-            host::check_host,
-        ));
-    }
-    router
+    router.layer(axum::middleware::from_fn_with_state(
+        edge.allowed_hosts.clone().map(Arc::new),
+        host::check_host,
+    ))
+}
+
+/// The answer to a path no route serves.
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+}
+
+/// The answer to a method a route does not serve (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method)
 }

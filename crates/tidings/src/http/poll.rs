@@ -111,6 +111,14 @@ pub async fn poll(
             _ => {}
         }
     }
+    if let Some(exp) = request.expires_at {
+        // As a stream ends at its token's exp, a long poll stops waiting there: the leeway that
+        // admitted the token does not extend what it receives.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        wait = wait.min(Duration::from_secs(exp).saturating_sub(now));
+    }
     let page = state
         .hub
         .poll(request.interest, request.start, limit, wait)

@@ -14,7 +14,7 @@ use tidings_core::event::{EventId, EventType, NewEvent, Topic};
 
 use super::cors::CorsOrigins;
 use super::error::ApiError;
-use super::{form, link_header, AppState};
+use super::{form, json, link_header, AppState};
 use crate::auth::{may_publish, Grant};
 use crate::config::Limits;
 
@@ -74,8 +74,7 @@ pub async fn publish_to_path(
             let fields: PathEvent = if body.is_empty() {
                 PathEvent::default()
             } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))?
+                json::parse(&body)?
             };
             fields.into_event(topic)?
         }
@@ -198,16 +197,22 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Reads the whole body, refusing one over `limit` (413). Past the limit the rest is still read
-/// and dropped, up to [`DRAIN_FACTOR`] times the limit, so the client gets to read the 413
-/// instead of a reset connection; a body larger still is cut off.
+/// Reads the whole body, refusing one over `limit` (413): at once when its declared
+/// `Content-Length` is over it, before any of it is read (a client that sent `Expect:
+/// 100-continue` never sends it); otherwise once the limit is passed. Past the limit the rest is
+/// still read and dropped, up to [`DRAIN_FACTOR`] times the limit, so the client gets to read the
+/// 413 instead of a reset connection; a body larger still is cut off. The whole body must arrive
+/// within `limits.body_deadline`, with no pause longer than `limits.body_idle` (408).
 pub(crate) async fn read_body(body: Body, limits: &Limits) -> Result<Bytes, ApiError> {
-    let limit = limits.max_body;
     use http_body_util::BodyExt;
+    let limit = limits.max_body;
+    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(ApiError::TooLarge(limit));
+    }
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
-    let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
+    let deadline = tokio::time::Instant::now() + limits.body_deadline;
     loop {
         // A client trickling its body must not hold a connection (and a publish slot) forever.
         let next = tokio::time::timeout_at(
@@ -234,9 +239,6 @@ pub(crate) async fn read_body(body: Body, limits: &Limits) -> Result<Bytes, ApiE
     }
     Ok(buf.freeze())
 }
-
-/// Longest time a whole request body may take before answering 408.
-const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How much of an oversized body is read (and dropped) before answering 413, in limits.
 const DRAIN_FACTOR: usize = 4;
@@ -427,8 +429,7 @@ fn parse_json_event(value: serde_json::Value, limits: &Limits) -> Result<NewEven
 /// Parses a JSON publish: one object, or an array published atomically in order. Returns the
 /// events and whether the body was a single object.
 fn parse_json_publish(body: &[u8], limits: &Limits) -> Result<(Vec<NewEvent>, bool), ApiError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))?;
+    let value: serde_json::Value = json::parse(body)?;
     match value {
         serde_json::Value::Array(items) => {
             if items.is_empty() {
@@ -528,6 +529,10 @@ mod tests {
             (br#"[{"topic":"a"},{"data":1}]"#, "event 1"),
             (br#"{"topic":"a","retry":-1}"#, "invalid event"),
             (b"\xff", "invalid JSON"),
+            (
+                br#"{"topic":"a","data":"x","data":"y"}"#,
+                "duplicate key \"data\"",
+            ),
         ] {
             let err = parse_json_publish(body, &limits()).unwrap_err().to_string();
             assert!(err.contains(reason), "{err} lacks {reason}");

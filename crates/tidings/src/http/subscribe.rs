@@ -2,10 +2,12 @@
 //! `match` / `match_urlpattern`) and `GET /events/{topic}`. The query parameters are shared with
 //! the polling fallback.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
@@ -17,9 +19,10 @@ use tidings_core::log::LogError;
 use tidings_core::selector::Selector;
 
 use super::error::ApiError;
+use super::rate::Publisher;
 use super::{form, link_header, presence, AppState};
 use crate::config::Limits;
-use crate::net::{LiveStream, Takeover};
+use crate::net::{client_key, LiveStream, Takeover};
 
 /// Most `type` and `until` parameters in one request.
 const MAX_TYPE_FILTERS: usize = 64;
@@ -185,11 +188,12 @@ pub async fn subscribe(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
     takeover: Option<Extension<Takeover>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
     request.authorize(&state, &headers).await?;
-    stream(&state, request, takeover.map(|t| t.0)).await
+    stream(&state, request, takeover.map(|t| t.0), peer.map(|p| p.0 .0)).await
 }
 
 /// `GET /events/{topic}`.
@@ -198,19 +202,22 @@ pub async fn subscribe_to_path(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     takeover: Option<Extension<Takeover>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut request = parse_request(query.as_deref(), &headers, Some(&topic), &state.limits)?;
     request.authorize(&state, &headers).await?;
-    stream(&state, request, takeover.map(|t| t.0)).await
+    stream(&state, request, takeover.map(|t| t.0), peer.map(|p| p.0 .0)).await
 }
 
 async fn stream(
     state: &AppState,
     request: Request,
     takeover: Option<Takeover>,
+    peer: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    let departure = match (&request.interest.presence, state.subscription_events) {
+    // With subscription events, what the stream's start and end events announce.
+    let announce = match (&request.interest.presence, state.subscription_events) {
         (Some(presence), true) => {
             let selectors: Vec<String> = request
                 .interest
@@ -218,15 +225,27 @@ async fn stream(
                 .iter()
                 .map(|s| s.source().to_owned())
                 .collect();
-            Some(presence::Departure {
-                hub: state.hub.clone(),
-                selectors,
-                presence: presence.clone(),
-            })
+            Some((selectors, presence.clone()))
         }
         _ => None,
     };
+    if let (Some(_), Some(limiter)) = (&announce, &state.subscription_rate) {
+        // Each stream writes durable events (its start, then its end), so an address may start
+        // streams only at the publish rate; anyone may subscribe, so there is no token to key
+        // the bucket by. Refused before anything is registered or written.
+        let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
+        limiter
+            .take(Publisher::Client(client_key(ip)), Instant::now())
+            .map_err(|wait| ApiError::SubscriptionRateLimited { retry_after: wait })?;
+    }
     let mut subscription = state.hub.subscribe(request.interest, request.start).await?;
+    // The guard that announces the end exists only once the stream does: a refused stream
+    // announces nothing.
+    let departure = announce.map(|(selectors, presence)| presence::Departure {
+        hub: state.hub.clone(),
+        selectors,
+        presence,
+    });
     if let Some(d) = &departure {
         state
             .hub
@@ -235,14 +254,13 @@ async fn stream(
     }
     if let Some(exp) = request.expires_at {
         // The stream ends when the token expires; the client reconnects with a fresh one and
-        // resumes by Last-Event-ID without loss.
+        // resumes by Last-Event-ID without loss. The leeway only let the token in despite clock
+        // skew: it does not extend what an expired token receives, so a token accepted within
+        // the leeway but already past `exp` gets a stream that ends at once.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        // The token was accepted up to `exp` plus the leeway: the stream lasts as long.
-        let left = std::time::Duration::from_secs(exp)
-            .saturating_add(state.auth.leeway())
-            .saturating_sub(now);
+        let left = std::time::Duration::from_secs(exp).saturating_sub(now);
         subscription.end_after(left);
     }
     // Ids have no control characters, so their UTF-8 bytes are a valid (obs-text) header value.

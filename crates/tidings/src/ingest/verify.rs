@@ -238,7 +238,40 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// For the HMAC schemes whose signature covers neither a timestamp nor a delivery id
+    /// (`github`, `hmac`), a digest of the signature of a delivery `verify` accepted: the same
+    /// for a replay of it, whatever delivery id the replay carries, and useless to forge one
+    /// (it is a hash of the MAC, not the MAC). `None` for the other schemes.
+    pub fn signature_digest(&self, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        let mac = match self {
+            Self::Github { secret } => mac(secret, &[body]),
+            Self::Hmac(generic) => generic.expected(headers, body).ok()?,
+            Self::Standard { .. } | Self::Stripe { .. } | Self::Bearer { .. } => return None,
+        };
+        Some(hex::encode(&Sha256::digest(&mac)[..16]))
+    }
+}
+
 impl GenericHmac {
+    /// The MAC this delivery must carry.
+    fn expected(&self, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, VerifyError> {
+        let timestamp = match &self.timestamp {
+            Some((name, _)) => Some(text(headers, name.as_str())?),
+            None => None,
+        };
+        let parts: Vec<&[u8]> = self
+            .content
+            .iter()
+            .map(|part| match part {
+                Signed::Text(t) => t.as_bytes(),
+                Signed::Body => body,
+                Signed::Timestamp => timestamp.unwrap_or("").as_bytes(),
+            })
+            .collect();
+        Ok(mac(&self.secret, &parts))
+    }
+
     fn verify(&self, headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<(), VerifyError> {
         let timestamp = match &self.timestamp {
             Some((name, _)) => Some(text(headers, name.as_str())?),
@@ -256,16 +289,7 @@ impl GenericHmac {
             Encoding::Hex => hex::decode(sig).ok(),
             Encoding::Base64 => BASE64.decode(sig).ok(),
         };
-        let parts: Vec<&[u8]> = self
-            .content
-            .iter()
-            .map(|part| match part {
-                Signed::Text(t) => t.as_bytes(),
-                Signed::Body => body,
-                Signed::Timestamp => timestamp.unwrap_or("").as_bytes(),
-            })
-            .collect();
-        any_matches(&mac(&self.secret, &parts), decoded)?;
+        any_matches(&self.expected(headers, body)?, decoded)?;
         match (&self.timestamp, timestamp) {
             (Some((name, tolerance)), Some(t)) => fresh(name.as_str(), t, *tolerance, now),
             _ => Ok(()),

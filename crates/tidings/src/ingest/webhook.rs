@@ -91,6 +91,11 @@ pub struct WebhookConfig {
     pub delivery_id_header: Option<String>,
     /// A JSON pointer to the delivery's id, instead of a header.
     pub delivery_id_from: Option<String>,
+    /// `github`, `hmac`: the event id comes from (a digest of) the signature instead of a
+    /// delivery id, so a captured delivery replayed with a fresh delivery id is a duplicate. The
+    /// price: two deliveries with the same body (and timestamp, if signed) are one event.
+    #[serde(default)]
+    pub id_from_signature: bool,
 }
 
 /// Where a delivery's id comes from.
@@ -98,6 +103,8 @@ pub struct WebhookConfig {
 pub enum DeliveryId {
     Header(HeaderName),
     Pointer(String),
+    /// A digest of the delivery's signature (`id_from_signature`): a replay is a duplicate.
+    Signature,
     /// Every delivery is a new event (retries are not recognized).
     None,
 }
@@ -151,6 +158,11 @@ impl Webhook {
                     .to_owned(),
             ),
             DeliveryId::Pointer(pointer) => Some(text_at(&payload, pointer)?),
+            // `new` allows it only for schemes that have a digest.
+            DeliveryId::Signature => self
+                .verifier
+                .signature_digest(headers, body)
+                .map(|digest| format!("sig:{digest}")),
             DeliveryId::None => None,
         };
         if let Some(delivery) = delivery {
@@ -171,7 +183,19 @@ impl Webhook {
         }
         let verifier = verifier(&config)?;
         let mapping = mapping(&config)?;
+        if config.id_from_signature {
+            if !matches!(config.scheme, Scheme::Github | Scheme::Hmac) {
+                bail!(
+                    "id_from_signature applies to scheme = \"github\" or \"hmac\" (standard and \
+                     stripe sign their delivery id already; bearer has no signature)"
+                );
+            }
+            if config.delivery_id_header.is_some() || config.delivery_id_from.is_some() {
+                bail!("give id_from_signature or a delivery id, not both");
+            }
+        }
         let delivery = match (&config.delivery_id_header, &config.delivery_id_from) {
+            _ if config.id_from_signature => DeliveryId::Signature,
             (Some(_), Some(_)) => bail!("give delivery_id_header or delivery_id_from, not both"),
             (Some(h), None) => DeliveryId::Header(header_name(h, "delivery_id_header")?),
             (None, Some(p)) => {

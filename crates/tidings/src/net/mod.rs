@@ -8,19 +8,19 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{header, Method, Version};
+use axum::http::{header, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -245,14 +245,18 @@ impl Connection {
         };
         // What the peer sent during a live stream (a pipelined request): hyper reads it first.
         let mut unread = bytes::Bytes::new();
+        // Set when a request was refused before its body was read (413 on its Content-Length).
+        let body_refused = Arc::new(AtomicBool::new(false));
         loop {
             let link = live::Link::new(tcp, options.write_stall_timeout, unread);
             let io = TokioIo::new(live::HyperIo(link.clone()));
             let service = {
                 let router = router.clone();
                 let link = link.clone();
+                let body_refused = body_refused.clone();
                 hyper::service::service_fn(move |mut request: Request<Incoming>| {
                     let router = router.clone();
+                    let body_refused = body_refused.clone();
                     if refusal.is_none()
                         && request.method() == Method::GET
                         && request.version() == Version::HTTP_11
@@ -275,7 +279,13 @@ impl Connection {
                             return Ok::<Response, Infallible>(refusal.error().into_response());
                         }
                         request.extensions_mut().insert(ConnectInfo(peer));
-                        router.oneshot(request).await
+                        let response = router.oneshot(request).await;
+                        if let Ok(r) = &response {
+                            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                                body_refused.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        response
                     }
                 })
             };
@@ -307,6 +317,12 @@ impl Connection {
                 Step::Finished(result) => {
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, cause = ?std::error::Error::source(&e), "connection closed on an error");
+                    }
+                    if body_refused.load(Ordering::Relaxed) {
+                        drop(conn);
+                        if let Some((socket, _)) = link.into_tcp() {
+                            linger(socket).await;
+                        }
                     }
                     return;
                 }
@@ -341,6 +357,21 @@ impl Connection {
             }
         }
     }
+}
+
+/// How long a connection whose request body was refused unread is drained before it closes.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a connection whose peer may still be sending a body the hub refused (413 before
+/// reading it): stops writing, then reads and drops what arrives until the peer closes or
+/// [`LINGER`] passes. Closing with unread bytes would make the kernel reset the connection, and
+/// a reset can destroy the 413 before the client reads it (the "lingering close" of HTTP
+/// servers).
+async fn linger(mut socket: TcpStream) {
+    let _ = socket.shutdown().await;
+    let mut buf = [0u8; 8192];
+    let drain = async { while let Ok(1..) = socket.read(&mut buf).await {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// What serving a connection with hyper came to.
