@@ -992,39 +992,32 @@ impl Stream for Subscription {
             this.done = true;
             return Poll::Ready(None);
         }
-        if this.latest.is_some() {
-            match this.poll_latest(cx) {
-                Poll::Ready(Some(Err(e))) => {
-                    this.done = true;
-                    tracing::warn!(error = %e, "late-joiner replay failed; ending the stream");
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(other) => {
-                    this.last_write = Instant::now();
-                    return Poll::Ready(other);
-                }
-                Poll::Pending if this.latest.is_some() => return Poll::Pending,
-                Poll::Pending => {}
-            }
-        }
         if let Some(end) = &mut this.end {
             if end.as_mut().poll(cx).is_ready() {
                 this.done = true;
                 return Poll::Ready(None);
             }
         }
-        if this.replay.is_some() {
-            match this.poll_replay(cx) {
+        // The late-joiner replay, then the history replay, each a page at a time.
+        while this.latest.is_some() || this.replay.is_some() {
+            let latest = this.latest.is_some();
+            let polled = if latest {
+                this.poll_latest(cx)
+            } else {
+                this.poll_replay(cx)
+            };
+            match polled {
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
-                    tracing::warn!(error = %e, "history replay failed; ending the stream");
+                    tracing::warn!(error = %e, latest, "replay failed; ending the stream");
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(other) => {
                     this.last_write = Instant::now();
                     return Poll::Ready(other);
                 }
-                Poll::Pending if this.replay.is_some() => return Poll::Pending,
+                Poll::Pending if latest && this.latest.is_some() => return Poll::Pending,
+                Poll::Pending if !latest && this.replay.is_some() => return Poll::Pending,
                 Poll::Pending => {}
             }
         }
