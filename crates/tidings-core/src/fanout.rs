@@ -490,6 +490,16 @@ impl Fanout {
         (reg.subs.len(), reg.exact.len())
     }
 
+    /// Cuts every subscriber as if it were slow: each resumes from its Last-Event-ID, where the
+    /// gap check tells it what it missed. Returns how many were cut.
+    pub fn cut_all(&self) -> usize {
+        let reg = self.lock();
+        reg.subs
+            .iter()
+            .filter(|(_, entry)| entry.mailbox.cut_slow())
+            .count()
+    }
+
     /// Ends every stream (they drain what is queued first) and refuses new ones.
     pub fn close(&self) {
         let mut reg = self.lock();

@@ -1095,8 +1095,23 @@ async fn pump(
                 Ok(batch) if batch.is_empty() => break,
                 Ok(batch) => {
                     pager.saw(&batch);
+                    // Pruned before the pump could dispatch them (a pump far behind a tiny
+                    // retention): live subscribers would skip them silently.
+                    let jumped = head > 0 && batch[0].seq > head + 1;
                     lock(&recent).push(&batch);
                     fanout.dispatch(&batch);
+                    if jumped {
+                        // Cut everyone registered up to now (after the dispatch, so nobody
+                        // joins in between); each resumes by Last-Event-ID and its replay's
+                        // gap check sends `tidings.reset`.
+                        let cut = fanout.cut_all();
+                        tracing::warn!(
+                            after = head,
+                            next = batch[0].seq,
+                            cut,
+                            "events were pruned before they were dispatched; subscribers cut"
+                        );
+                    }
                     backoff = Duration::from_millis(50);
                 }
                 Err(e) => {
