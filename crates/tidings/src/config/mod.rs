@@ -141,6 +141,14 @@ pub struct Limits {
     pub max_batch: usize,
     /// Most selectors in one subscription.
     pub max_selectors: usize,
+    /// Most bytes of selectors (their decoded text, summed) in one subscription.
+    pub max_selector_bytes: usize,
+    /// Most pattern selectors (`*`, URI templates, URL patterns) in one subscription.
+    pub max_patterns: usize,
+    /// Most bytes of selectors held by the live subscriptions of one client address.
+    pub max_selector_bytes_per_ip: usize,
+    /// Most pattern selectors held by the live subscriptions of one client address.
+    pub max_patterns_per_ip: usize,
     /// Longest long-poll wait.
     pub max_wait: Duration,
     /// Longest pause between two pieces of a request body (408 after it); the server sets it
@@ -155,6 +163,10 @@ impl Default for Limits {
             max_topics: 64,
             max_batch: 1000,
             max_selectors: 100,
+            max_selector_bytes: 16 << 10,
+            max_patterns: 20,
+            max_selector_bytes_per_ip: 64 << 10,
+            max_patterns_per_ip: 100,
             max_wait: Duration::from_secs(60),
             body_idle: Duration::from_secs(10),
         }
@@ -251,6 +263,21 @@ pub struct ServeArgs {
     /// Most selectors in one subscription [default: 100].
     #[arg(long, env = "TIDINGS_MAX_SELECTORS")]
     pub max_selectors: Option<usize>,
+    /// Most bytes of selectors in one subscription; more are answered 400 [default: 16384].
+    #[arg(long, env = "TIDINGS_MAX_SELECTOR_BYTES")]
+    pub max_selector_bytes: Option<usize>,
+    /// Most pattern selectors (*, URI templates, URL patterns) in one subscription; more are
+    /// answered 400 [default: 20].
+    #[arg(long, env = "TIDINGS_MAX_PATTERNS")]
+    pub max_patterns: Option<usize>,
+    /// Most bytes of selectors the live subscriptions of one client address may hold (an IPv6
+    /// /64 counts as one); past it, a new subscription is answered 429 [default: 65536].
+    #[arg(long, env = "TIDINGS_MAX_SELECTOR_BYTES_PER_IP")]
+    pub max_selector_bytes_per_ip: Option<usize>,
+    /// Most pattern selectors the live subscriptions of one client address may hold; past it,
+    /// a new subscription is answered 429 [default: 100].
+    #[arg(long, env = "TIDINGS_MAX_PATTERNS_PER_IP")]
+    pub max_patterns_per_ip: Option<usize>,
     /// Keep at most this many events [default: unlimited].
     #[arg(long, env = "TIDINGS_RETENTION_EVENTS")]
     pub retention_events: Option<u64>,
@@ -330,6 +357,10 @@ pub(super) struct FileConfig {
     max_body: Option<usize>,
     max_topics: Option<usize>,
     max_selectors: Option<usize>,
+    max_selector_bytes: Option<usize>,
+    max_patterns: Option<usize>,
+    max_selector_bytes_per_ip: Option<usize>,
+    max_patterns_per_ip: Option<usize>,
     retention_events: Option<u64>,
     retention_age: Option<String>,
     prune_every: Option<String>,
@@ -459,6 +490,33 @@ impl ServeArgs {
             .unwrap_or(limits.max_selectors);
         if limits.max_topics == 0 || limits.max_selectors == 0 || limits.max_body == 0 {
             bail!("max_body, max_topics and max_selectors must be at least 1");
+        }
+        limits.max_selector_bytes = self
+            .max_selector_bytes
+            .or(file.max_selector_bytes)
+            .unwrap_or(limits.max_selector_bytes);
+        limits.max_patterns = self
+            .max_patterns
+            .or(file.max_patterns)
+            .unwrap_or(limits.max_patterns);
+        limits.max_selector_bytes_per_ip = self
+            .max_selector_bytes_per_ip
+            .or(file.max_selector_bytes_per_ip)
+            .unwrap_or(limits.max_selector_bytes_per_ip);
+        limits.max_patterns_per_ip = self
+            .max_patterns_per_ip
+            .or(file.max_patterns_per_ip)
+            .unwrap_or(limits.max_patterns_per_ip);
+        if limits.max_selector_bytes_per_ip < limits.max_selector_bytes
+            || limits.max_patterns_per_ip < limits.max_patterns
+        {
+            bail!(
+                "max_selector_bytes_per_ip and max_patterns_per_ip must be at least \
+                 max_selector_bytes and max_patterns"
+            );
+        }
+        if limits.max_selector_bytes == 0 {
+            bail!("max_selector_bytes must be at least 1");
         }
         config.hub.retention = Retention {
             max_events: self.retention_events.or(file.retention_events),

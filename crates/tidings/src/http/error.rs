@@ -47,6 +47,9 @@ pub enum ApiError {
     TooManyConnections { retry_after: Duration },
     #[error("too many open connections from your address; close one or retry later")]
     TooManyClientConnections { retry_after: Duration },
+    /// A subscription whose selectors would take its address past a per-address limit.
+    #[error("{0}")]
+    ClientSelectorLimit(String),
     #[error("publish rate limit reached; retry after the time in Retry-After")]
     RateLimited { retry_after: Duration },
     #[error("internal error")]
@@ -73,9 +76,9 @@ impl ApiError {
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::TooManyClientConnections { .. } | Self::RateLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::TooManyClientConnections { .. }
+            | Self::RateLimited { .. }
+            | Self::ClientSelectorLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

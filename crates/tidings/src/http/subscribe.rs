@@ -2,10 +2,11 @@
 //! `match` / `match_urlpattern`) and `GET /events/{topic}`. The query parameters are shared with
 //! the polling fallback.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
@@ -14,12 +15,12 @@ use tidings_core::event::{EventId, EventType};
 use tidings_core::fanout::{Interest, Presence};
 use tidings_core::hub::Start;
 use tidings_core::log::LogError;
-use tidings_core::selector::Selector;
+use tidings_core::selector::{Selector, SelectorCache};
 
 use super::error::ApiError;
 use super::{form, link_header, presence, AppState};
 use crate::config::Limits;
-use crate::net::{LiveStream, Takeover};
+use crate::net::{LiveStream, SelectorGuard, Takeover};
 
 /// Most `type` and `until` parameters in one request.
 const MAX_TYPE_FILTERS: usize = 64;
@@ -36,7 +37,26 @@ pub struct Request {
     pub expires_at: Option<u64>,
 }
 
+/// The client address of a request served by our accept loop (unspecified otherwise).
+pub fn peer_ip(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    connect.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0 .0.ip())
+}
+
 impl Request {
+    /// Counts this request's selectors against what `peer`'s live subscriptions may hold, for
+    /// as long as the guard lives; 429 past `--max-selector-bytes-per-ip` or
+    /// `--max-patterns-per-ip`.
+    pub fn hold_selectors(
+        &self,
+        state: &AppState,
+        peer: IpAddr,
+    ) -> Result<SelectorGuard, ApiError> {
+        let selectors = &self.interest.selectors;
+        let bytes = selectors.iter().map(|s| s.source().len()).sum();
+        let patterns = selectors.iter().filter(|s| s.is_pattern()).count();
+        state.selector_budget.try_hold(peer, bytes, patterns)
+    }
+
     /// Applies the subscriber's token: its `mercure.subscribe` selectors decide which private
     /// events it may receive.
     pub async fn authorize(
@@ -73,13 +93,60 @@ fn flag(value: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// Checks a request's selectors against `--max-selectors`, `--max-selector-bytes` and
+/// `--max-patterns` before any is compiled.
+fn check_selectors(
+    pairs: &[(String, String)],
+    path_topic: Option<&str>,
+    limits: &Limits,
+) -> Result<(), ApiError> {
+    let (mut given, mut bytes, mut patterns) = (0usize, 0usize, 0usize);
+    if let Some(topic) = path_topic {
+        given += 1;
+        bytes += topic.len();
+    }
+    for (name, value) in pairs {
+        let pattern = match name.as_str() {
+            "topic" => value == "*" || value.contains('{'),
+            "match_urlpattern" | "matchURLPattern" => true,
+            "match" | "match_exact" => false,
+            _ => continue,
+        };
+        given += 1;
+        bytes += value.len();
+        patterns += usize::from(pattern);
+    }
+    if given > limits.max_selectors {
+        return Err(ApiError::bad(format!(
+            "too many topic selectors: {given}, more than --max-selectors ({})",
+            limits.max_selectors
+        )));
+    }
+    if bytes > limits.max_selector_bytes {
+        return Err(ApiError::bad(format!(
+            "topic selectors take {bytes} bytes, more than --max-selector-bytes ({})",
+            limits.max_selector_bytes
+        )));
+    }
+    if patterns > limits.max_patterns {
+        return Err(ApiError::bad(format!(
+            "too many pattern selectors (*, templates, URL patterns): {patterns}, more than \
+             --max-patterns ({})",
+            limits.max_patterns
+        )));
+    }
+    Ok(())
+}
+
 /// Parses the query (and the `Last-Event-ID` header) of a subscribe or poll request.
-/// `path_topic` is the topic named by `/events/{topic}`, if any.
+/// `path_topic` is the topic named by `/events/{topic}`, if any. Templates and URL patterns
+/// are compiled through `cache`, so identical ones share their compiled form.
 pub fn parse_request(
     query: Option<&str>,
     headers: &HeaderMap,
     path_topic: Option<&str>,
     limits: &Limits,
+    cache: &SelectorCache,
 ) -> Result<Request, ApiError> {
     let mut selectors = Vec::new();
     if let Some(topic) = path_topic {
@@ -99,13 +166,7 @@ pub fn parse_request(
             "topic" | "match" | "match_exact" | "match_urlpattern" | "matchURLPattern"
         )
     };
-    let given = pairs.iter().filter(|(n, _)| is_selector(n)).count();
-    if given + usize::from(path_topic.is_some()) > limits.max_selectors {
-        return Err(ApiError::bad(format!(
-            "too many topic selectors: {given} (at most {})",
-            limits.max_selectors
-        )));
-    }
+    check_selectors(&pairs, path_topic, limits)?;
     let filters = pairs
         .iter()
         .filter(|(n, _)| n == "type" || n == "until")
@@ -117,12 +178,12 @@ pub fn parse_request(
     }
     for (name, value) in pairs {
         match name.as_str() {
-            "topic" if path_topic.is_none() => selectors.push(Selector::parse_topic(&value)?),
+            "topic" if path_topic.is_none() => selectors.push(cache.parse_topic(&value)?),
             "match" | "match_exact" if path_topic.is_none() => {
                 selectors.push(Selector::parse_exact(&value)?)
             }
             "match_urlpattern" | "matchURLPattern" if path_topic.is_none() => {
-                selectors.push(Selector::parse_url_pattern(&value)?)
+                selectors.push(cache.parse_url_pattern(&value)?)
             }
             n if is_selector(n) => {
                 return Err(ApiError::bad(
@@ -185,11 +246,14 @@ pub async fn subscribe(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
     takeover: Option<Extension<Takeover>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
+    let limits = &state.limits;
+    let mut request = parse_request(query.as_deref(), &headers, None, limits, &state.selectors)?;
+    let held = request.hold_selectors(&state, peer_ip(connect))?;
     request.authorize(&state, &headers).await?;
-    stream(&state, request, takeover.map(|t| t.0)).await
+    stream(&state, request, held, takeover.map(|t| t.0)).await
 }
 
 /// `GET /events/{topic}`.
@@ -198,16 +262,20 @@ pub async fn subscribe_to_path(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     takeover: Option<Extension<Takeover>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut request = parse_request(query.as_deref(), &headers, Some(&topic), &state.limits)?;
+    let (limits, cache) = (&state.limits, &state.selectors);
+    let mut request = parse_request(query.as_deref(), &headers, Some(&topic), limits, cache)?;
+    let held = request.hold_selectors(&state, peer_ip(connect))?;
     request.authorize(&state, &headers).await?;
-    stream(&state, request, takeover.map(|t| t.0)).await
+    stream(&state, request, held, takeover.map(|t| t.0)).await
 }
 
 async fn stream(
     state: &AppState,
     request: Request,
+    held: SelectorGuard,
     takeover: Option<Takeover>,
 ) -> Result<Response, ApiError> {
     let departure = match (&request.interest.presence, state.subscription_events) {
@@ -255,13 +323,13 @@ async fn stream(
         Some(takeover) => Body::new(SseBody {
             live: Some(LiveStream {
                 subscription,
-                guard: departure.map(|d| Box::new(d) as Box<dyn Send>),
+                guard: Some(Box::new((departure, held))),
             }),
             takeover,
         }),
         None => Body::from_stream(Guarded {
             inner: subscription,
-            _guard: departure,
+            _guard: (departure, held),
         }),
     };
     let mut response = Response::new(body);
@@ -343,7 +411,14 @@ mod tests {
     use super::*;
 
     fn parse(query: &str) -> Result<Request, ApiError> {
-        parse_request(Some(query), &HeaderMap::new(), None, &Limits::default())
+        let cache = SelectorCache::default();
+        parse_request(
+            Some(query),
+            &HeaderMap::new(),
+            None,
+            &Limits::default(),
+            &cache,
+        )
     }
 
     #[test]
@@ -372,6 +447,7 @@ mod tests {
             &headers,
             None,
             &Limits::default(),
+            &SelectorCache::default(),
         );
         assert_eq!(r.unwrap().start, Start::After("h".into()));
     }
@@ -390,5 +466,16 @@ mod tests {
         }
         let many = "topic=a&".repeat(101);
         assert!(parse(&many).is_err());
+    }
+
+    #[test]
+    fn selector_limits_per_request_name_the_limit() {
+        let err = |q: &str| parse(q).err().expect(q).to_string();
+        let patterns: String = (0..21).map(|i| format!("topic=t{i}/{{id}}&")).collect();
+        assert!(err(&patterns).contains("21, more than --max-patterns (20)"));
+        let big = format!("topic={}&topic={}", "a".repeat(9000), "b".repeat(9000));
+        assert!(err(&big).contains("18000 bytes, more than --max-selector-bytes (16384)"));
+        let exact: String = (0..100).map(|i| format!("topic=t{i}&")).collect();
+        assert!(parse(&exact).is_ok(), "exact topics are not patterns");
     }
 }

@@ -2,6 +2,10 @@
 //! connection is counted from accept to close, whatever it carries: an SSE stream lives in its
 //! connection's response body, so it counts for as long as the stream is open, and an idle
 //! keep-alive connection counts until the header-read timeout closes it.
+//!
+//! Also what the live subscriptions of one client address hold, for
+//! `--max-selector-bytes-per-ip` and `--max-patterns-per-ip` ([`SelectorBudget`]): selectors cost
+//! memory for as long as a subscription lives, and each distinct pattern costs CPU per event.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -116,6 +120,100 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// Selector bytes and pattern selectors held by the live subscriptions of each client address
+/// (keyed by [`client_key`]), with their limits.
+#[derive(Debug)]
+pub struct SelectorBudget {
+    max_bytes: usize,
+    max_patterns: usize,
+    held: Mutex<HashMap<IpAddr, Held>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    bytes: usize,
+    patterns: usize,
+}
+
+impl SelectorBudget {
+    /// At most `max_bytes` of selectors and `max_patterns` pattern selectors per address.
+    pub fn new(max_bytes: usize, max_patterns: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_bytes,
+            max_patterns,
+            held: Mutex::default(),
+        })
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<IpAddr, Held>> {
+        // Updated in single statements, so a poisoned lock still holds valid counts.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a subscription from `peer` holding `bytes` of selectors, `patterns` of them
+    /// patterns, until the guard drops; or refuses it (429) with the limit it would pass.
+    pub fn try_hold(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        bytes: usize,
+        patterns: usize,
+    ) -> Result<SelectorGuard, ApiError> {
+        let client = client_key(peer);
+        let mut held = self.held();
+        let now = held.get(&client).copied().unwrap_or_default();
+        if now.patterns + patterns > self.max_patterns {
+            return Err(ApiError::ClientSelectorLimit(format!(
+                "your address's live subscriptions would hold {} pattern selectors, more than \
+                 --max-patterns-per-ip ({}); close one first",
+                now.patterns + patterns,
+                self.max_patterns
+            )));
+        }
+        if now.bytes + bytes > self.max_bytes {
+            return Err(ApiError::ClientSelectorLimit(format!(
+                "your address's live subscriptions would hold {} bytes of selectors, more than \
+                 --max-selector-bytes-per-ip ({}); close one first",
+                now.bytes + bytes,
+                self.max_bytes
+            )));
+        }
+        let entry = held.entry(client).or_default();
+        entry.bytes += bytes;
+        entry.patterns += patterns;
+        Ok(SelectorGuard {
+            budget: self.clone(),
+            client,
+            held: Held { bytes, patterns },
+        })
+    }
+
+    /// Addresses holding selectors now.
+    pub fn clients(&self) -> usize {
+        self.held().len()
+    }
+}
+
+/// One subscription's selectors, counted against its address until dropped.
+#[derive(Debug)]
+pub struct SelectorGuard {
+    budget: Arc<SelectorBudget>,
+    client: IpAddr,
+    held: Held,
+}
+
+impl Drop for SelectorGuard {
+    fn drop(&mut self) {
+        let mut held = self.budget.held();
+        if let Some(now) = held.get_mut(&self.client) {
+            now.bytes = now.bytes.saturating_sub(self.held.bytes);
+            now.patterns = now.patterns.saturating_sub(self.held.patterns);
+            if *now == Held::default() {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +252,33 @@ mod tests {
             Refusal::PerClient,
             "an IPv4-mapped address is the IPv4 client"
         );
+    }
+
+    #[test]
+    fn selector_budget_per_address() {
+        let budget = SelectorBudget::new(100, 3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let a1 = budget.try_hold(a, 40, 2).unwrap();
+        let err = budget.try_hold(a, 10, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("4 pattern selectors") && err.contains("-ip (3)"),
+            "{err}"
+        );
+        let err = budget.try_hold(a, 61, 0).unwrap_err().to_string();
+        assert!(
+            err.contains("101 bytes") && err.contains("-ip (100)"),
+            "{err}"
+        );
+        let _a2 = budget.try_hold(a, 60, 1).unwrap();
+        let _b1 = budget.try_hold(b, 100, 3).unwrap();
+        assert!(budget
+            .try_hold("2001:db8::2".parse().unwrap(), 1, 0)
+            .is_err());
+        drop(a1);
+        let _a3 = budget.try_hold(a, 40, 2).unwrap();
+        drop((_a2, _a3, _b1));
+        assert_eq!(budget.clients(), 0);
     }
 
     #[test]
