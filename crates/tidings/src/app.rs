@@ -97,7 +97,7 @@ impl App {
             webhooks: self.config.webhooks.clone(),
             selectors: Default::default(),
             selector_budget: crate::net::SelectorBudget::new(
-                self.config.limits.max_selector_bytes_per_ip,
+                self.config.limits.max_pattern_bytes_per_ip,
                 self.config.limits.max_patterns_per_ip,
             ),
         });

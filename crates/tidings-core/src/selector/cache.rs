@@ -51,12 +51,16 @@ impl SelectorCache {
         if s == "*" || !s.contains('{') {
             return Selector::parse_topic(s);
         }
-        let found = self.lock().templates.get_key_value(s).and_then(|(source, regex)| {
-            Some(Selector::Template {
-                source: source.clone(),
-                regex: regex.upgrade()?,
-            })
-        });
+        let found = self
+            .lock()
+            .templates
+            .get_key_value(s)
+            .and_then(|(source, regex)| {
+                Some(Selector::Template {
+                    source: source.clone(),
+                    regex: regex.upgrade()?,
+                })
+            });
         if let Some(selector) = found {
             return Ok(selector);
         }
@@ -65,7 +69,9 @@ impl SelectorCache {
         if let Selector::Template { source, regex } = &selector {
             let mut inner = self.lock();
             inner.sweep_if_due();
-            inner.templates.insert(source.clone(), Arc::downgrade(regex));
+            inner
+                .templates
+                .insert(source.clone(), Arc::downgrade(regex));
         }
         Ok(selector)
     }
@@ -147,7 +153,9 @@ mod tests {
         assert!(matches!(cache.parse_topic("*"), Ok(Selector::Any)));
         assert!(matches!(cache.parse_topic("a/b"), Ok(Selector::Exact(_))));
         assert!(cache.parse_topic("jobs/{id").is_err());
-        assert!(cache.parse_topic(&"x".repeat(MAX_SELECTOR_LEN + 1)).is_err());
+        assert!(cache
+            .parse_topic(&"x".repeat(MAX_SELECTOR_LEN + 1))
+            .is_err());
         assert_eq!(cache.len(), 1);
     }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tidings_core::hub::HubOptions;
 use tidings_core::log::Retention;
 use tidings_core::mailbox::Bounds;
+use tidings_core::selector::MAX_SELECTOR_LEN;
 use tidings_core::store::sqlite::Durability;
 
 use crate::auth::{parse_algorithm, AuthConfig, KeyConfig};
@@ -145,9 +146,10 @@ pub struct Limits {
     pub max_selector_bytes: usize,
     /// Most pattern selectors (`*`, URI templates, URL patterns) in one subscription.
     pub max_patterns: usize,
-    /// Most bytes of selectors held by the live subscriptions of one client address.
-    pub max_selector_bytes_per_ip: usize,
-    /// Most pattern selectors held by the live subscriptions of one client address.
+    /// Most bytes of distinct pattern selectors held by the live subscriptions of one client
+    /// address (a pattern held by several counts once).
+    pub max_pattern_bytes_per_ip: usize,
+    /// Most distinct pattern selectors held by the live subscriptions of one client address.
     pub max_patterns_per_ip: usize,
     /// Longest long-poll wait.
     pub max_wait: Duration,
@@ -165,7 +167,7 @@ impl Default for Limits {
             max_selectors: 100,
             max_selector_bytes: 16 << 10,
             max_patterns: 20,
-            max_selector_bytes_per_ip: 64 << 10,
+            max_pattern_bytes_per_ip: 64 << 10,
             max_patterns_per_ip: 100,
             max_wait: Duration::from_secs(60),
             body_idle: Duration::from_secs(10),
@@ -270,12 +272,14 @@ pub struct ServeArgs {
     /// answered 400 [default: 20].
     #[arg(long, env = "TIDINGS_MAX_PATTERNS")]
     pub max_patterns: Option<usize>,
-    /// Most bytes of selectors the live subscriptions of one client address may hold (an IPv6
-    /// /64 counts as one); past it, a new subscription is answered 429 [default: 65536].
-    #[arg(long, env = "TIDINGS_MAX_SELECTOR_BYTES_PER_IP")]
-    pub max_selector_bytes_per_ip: Option<usize>,
-    /// Most pattern selectors the live subscriptions of one client address may hold; past it,
-    /// a new subscription is answered 429 [default: 100].
+    /// Most bytes of distinct pattern selectors the live subscriptions of one client address may
+    /// hold (an IPv6 /64 counts as one); past it, a new subscription is answered 429
+    /// [default: 65536].
+    #[arg(long, env = "TIDINGS_MAX_PATTERN_BYTES_PER_IP")]
+    pub max_pattern_bytes_per_ip: Option<usize>,
+    /// Most distinct pattern selectors the live subscriptions of one client address may hold (a
+    /// pattern held by several counts once); past it, a new subscription is answered 429
+    /// [default: 100].
     #[arg(long, env = "TIDINGS_MAX_PATTERNS_PER_IP")]
     pub max_patterns_per_ip: Option<usize>,
     /// Keep at most this many events [default: unlimited].
@@ -359,7 +363,7 @@ pub(super) struct FileConfig {
     max_selectors: Option<usize>,
     max_selector_bytes: Option<usize>,
     max_patterns: Option<usize>,
-    max_selector_bytes_per_ip: Option<usize>,
+    max_pattern_bytes_per_ip: Option<usize>,
     max_patterns_per_ip: Option<usize>,
     retention_events: Option<u64>,
     retention_age: Option<String>,
@@ -499,24 +503,19 @@ impl ServeArgs {
             .max_patterns
             .or(file.max_patterns)
             .unwrap_or(limits.max_patterns);
-        limits.max_selector_bytes_per_ip = self
-            .max_selector_bytes_per_ip
-            .or(file.max_selector_bytes_per_ip)
-            .unwrap_or(limits.max_selector_bytes_per_ip);
+        limits.max_pattern_bytes_per_ip = self
+            .max_pattern_bytes_per_ip
+            .or(file.max_pattern_bytes_per_ip)
+            .unwrap_or(limits.max_pattern_bytes_per_ip);
         limits.max_patterns_per_ip = self
             .max_patterns_per_ip
             .or(file.max_patterns_per_ip)
             .unwrap_or(limits.max_patterns_per_ip);
-        if limits.max_selector_bytes_per_ip < limits.max_selector_bytes
-            || limits.max_patterns_per_ip < limits.max_patterns
-        {
-            bail!(
-                "max_selector_bytes_per_ip and max_patterns_per_ip must be at least \
-                 max_selector_bytes and max_patterns"
-            );
+        if limits.max_patterns_per_ip < limits.max_patterns {
+            bail!("max_patterns_per_ip must be at least max_patterns");
         }
-        if limits.max_selector_bytes == 0 {
-            bail!("max_selector_bytes must be at least 1");
+        if limits.max_pattern_bytes_per_ip < MAX_SELECTOR_LEN || limits.max_selector_bytes == 0 {
+            bail!("max_pattern_bytes_per_ip must be at least {MAX_SELECTOR_LEN}, and max_selector_bytes at least 1");
         }
         config.hub.retention = Retention {
             max_events: self.retention_events.or(file.retention_events),

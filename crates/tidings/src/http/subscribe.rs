@@ -43,18 +43,21 @@ pub fn peer_ip(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
 }
 
 impl Request {
-    /// Counts this request's selectors against what `peer`'s live subscriptions may hold, for
-    /// as long as the guard lives; 429 past `--max-selector-bytes-per-ip` or
-    /// `--max-patterns-per-ip`.
+    /// Counts this request's pattern selectors against what `peer`'s live subscriptions may
+    /// hold, for as long as the guard lives; 429 past `--max-patterns-per-ip` or
+    /// `--max-pattern-bytes-per-ip`.
     pub fn hold_selectors(
         &self,
         state: &AppState,
         peer: IpAddr,
     ) -> Result<SelectorGuard, ApiError> {
-        let selectors = &self.interest.selectors;
-        let bytes = selectors.iter().map(|s| s.source().len()).sum();
-        let patterns = selectors.iter().filter(|s| s.is_pattern()).count();
-        state.selector_budget.try_hold(peer, bytes, patterns)
+        let patterns = self
+            .interest
+            .selectors
+            .iter()
+            .filter_map(Selector::pattern_key)
+            .collect();
+        state.selector_budget.try_hold(peer, patterns)
     }
 
     /// Applies the subscriber's token: its `mercure.subscribe` selectors decide which private
