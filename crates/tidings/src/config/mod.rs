@@ -811,6 +811,48 @@ COMPLETED = "completed"
     }
 
     #[test]
+    fn selector_limits_from_flags_and_the_file() {
+        let defaults = ServeArgs::default().resolve().unwrap().limits;
+        assert_eq!(
+            (
+                defaults.max_selector_bytes,
+                defaults.max_patterns,
+                defaults.max_pattern_bytes_per_ip,
+                defaults.max_patterns_per_ip
+            ),
+            (16384, 20, 65536, 100)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "max_patterns = 5\nmax_patterns_per_ip = 50\n").unwrap();
+        let limits = ServeArgs {
+            config: Some(file.clone()),
+            max_patterns_per_ip: Some(10),
+            max_pattern_bytes_per_ip: Some(4096),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap()
+        .limits;
+        assert_eq!(limits.max_patterns, 5);
+        assert_eq!(limits.max_patterns_per_ip, 10, "the flag wins");
+        assert_eq!(limits.max_pattern_bytes_per_ip, 4096);
+        for bad in [
+            "max_patterns = 200",
+            "max_pattern_bytes_per_ip = 100",
+            "max_selector_bytes = 0",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let resolved = ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            }
+            .resolve();
+            assert!(resolved.is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
     fn bad_edge_settings_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
