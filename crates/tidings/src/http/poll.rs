@@ -15,7 +15,7 @@ use tidings_core::event::Event;
 use tidings_core::hub::Start;
 
 use super::error::ApiError;
-use super::subscribe::{parse_request, peer_ip};
+use super::subscribe::{hold_patterns, parse_request, peer_ip};
 use super::{link_header, AppState};
 
 /// Events per page when the client does not say.
@@ -77,10 +77,10 @@ pub async fn poll(
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // A waiting poll holds its selectors in the fan-out like a stream.
+    let _held = hold_patterns(&state, query.as_deref(), None, peer_ip(connect))?;
     let (limits, cache) = (&state.limits, &state.selectors);
     let mut request = parse_request(query.as_deref(), &headers, None, limits, cache)?;
-    // A waiting poll holds its selectors in the fan-out like a stream.
-    let _held = request.hold_selectors(&state, peer_ip(connect))?;
     request.authorize(&state, &headers).await?;
     // A poll is not a standing subscription: keep it out of the presence API.
     request.interest.presence = None;

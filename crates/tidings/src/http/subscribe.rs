@@ -15,7 +15,7 @@ use tidings_core::event::{EventId, EventType};
 use tidings_core::fanout::{Interest, Presence};
 use tidings_core::hub::Start;
 use tidings_core::log::LogError;
-use tidings_core::selector::{Selector, SelectorCache};
+use tidings_core::selector::{PatternKey, Selector, SelectorCache};
 
 use super::error::ApiError;
 use super::{form, link_header, presence, AppState};
@@ -42,24 +42,36 @@ pub fn peer_ip(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
     connect.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0 .0.ip())
 }
 
-impl Request {
-    /// Counts this request's pattern selectors against what `peer`'s live subscriptions may
-    /// hold, for as long as the guard lives; 429 past `--max-patterns-per-ip` or
-    /// `--max-pattern-bytes-per-ip`.
-    pub fn hold_selectors(
-        &self,
-        state: &AppState,
-        peer: IpAddr,
-    ) -> Result<SelectorGuard, ApiError> {
-        let patterns = self
-            .interest
-            .selectors
-            .iter()
-            .filter_map(Selector::pattern_key)
-            .collect();
-        state.selector_budget.try_hold(peer, patterns)
+/// Counts the pattern selectors a subscribe or poll request names against what `peer`'s live
+/// subscriptions may hold, for as long as the guard lives: 429 past `--max-patterns-per-ip` or
+/// `--max-pattern-bytes-per-ip`. It runs, with the per-request checks, before any selector is
+/// compiled, so a refused request costs the hub no compiling.
+pub fn hold_patterns(
+    state: &AppState,
+    query: Option<&str>,
+    path_topic: Option<&str>,
+    peer: IpAddr,
+) -> Result<SelectorGuard, ApiError> {
+    let pairs = form::pairs(query.unwrap_or("").as_bytes())?;
+    check_selectors(&pairs, path_topic, &state.limits)?;
+    let mut patterns = Vec::new();
+    if path_topic.is_none() {
+        // What `SelectorCache::parse_topic` and `parse_url_pattern` would make of them.
+        for (name, value) in pairs {
+            match name.as_str() {
+                "topic" if value == "*" => patterns.push(PatternKey::Any),
+                "topic" if value.contains('{') => patterns.push(PatternKey::Template(value.into())),
+                "match_urlpattern" | "matchURLPattern" => {
+                    patterns.push(PatternKey::UrlPattern(value.into(), None))
+                }
+                _ => {}
+            }
+        }
     }
+    state.selector_budget.try_hold(peer, patterns)
+}
 
+impl Request {
     /// Applies the subscriber's token: its `mercure.subscribe` selectors decide which private
     /// events it may receive.
     pub async fn authorize(
@@ -252,9 +264,9 @@ pub async fn subscribe(
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let held = hold_patterns(&state, query.as_deref(), None, peer_ip(connect))?;
     let limits = &state.limits;
     let mut request = parse_request(query.as_deref(), &headers, None, limits, &state.selectors)?;
-    let held = request.hold_selectors(&state, peer_ip(connect))?;
     request.authorize(&state, &headers).await?;
     stream(&state, request, held, takeover.map(|t| t.0)).await
 }
@@ -268,9 +280,9 @@ pub async fn subscribe_to_path(
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let held = hold_patterns(&state, query.as_deref(), Some(&topic), peer_ip(connect))?;
     let (limits, cache) = (&state.limits, &state.selectors);
     let mut request = parse_request(query.as_deref(), &headers, Some(&topic), limits, cache)?;
-    let held = request.hold_selectors(&state, peer_ip(connect))?;
     request.authorize(&state, &headers).await?;
     stream(&state, request, held, takeover.map(|t| t.0)).await
 }
