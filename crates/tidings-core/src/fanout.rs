@@ -1,21 +1,23 @@
 //! The fan-out: which live subscriber gets which committed event.
 //!
 //! Subscribers with exact-topic selectors are indexed by topic, so an event costs a hash lookup
-//! per topic plus work for the subscribers it matches; only subscribers with a `*`, template or
-//! URL-pattern selector are scanned. An event is encoded to its SSE frame once, on the first
-//! match, and the same bytes are queued in every matching subscriber's bounded [`Mailbox`].
+//! per topic plus work for the subscribers it matches. Pattern selectors (`*`, templates, URL
+//! patterns) are grouped by what they select ([`PatternKey`]): each distinct pattern is evaluated
+//! once per event, however many subscribers hold it, and only the subscribers of a group that
+//! matched are visited. An event is encoded to its SSE frame once, on the first match, and the
+//! same bytes are queued in every matching subscriber's bounded [`Mailbox`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use indexmap::IndexSet;
+use indexmap::{IndexMap, IndexSet};
 use slab::Slab;
 
 use crate::budget::QueueBudget;
 use crate::event::{Event, EventId, EventType, Seq};
 use crate::mailbox::{Closed, Mailbox, Pushed};
-use crate::selector::Selector;
+use crate::selector::{PatternKey, Selector};
 use crate::sse::{self, Frame};
 
 /// What one subscriber wants: its selectors, an optional type filter and, for private events,
@@ -116,10 +118,6 @@ impl Interest {
             None => crate::log::Scope::All,
         }
     }
-
-    fn has_pattern(&self) -> bool {
-        self.selectors.iter().any(|s| s.as_exact().is_none())
-    }
 }
 
 struct Entry {
@@ -129,11 +127,20 @@ struct Entry {
     stamp: Seq,
 }
 
+/// The subscribers holding one pattern selector.
+struct Group {
+    /// The pattern, evaluated once per event for the whole group.
+    selector: Selector,
+    /// The subscribers holding it. A subscriber that lists the pattern twice is here once; the
+    /// group's size is its reference count, and the group goes when it falls to zero.
+    members: IndexSet<usize>,
+}
+
 #[derive(Default)]
 struct Registry {
     subs: Slab<Entry>,
     exact: HashMap<Box<str>, IndexSet<usize>>,
-    patterns: IndexSet<usize>,
+    patterns: IndexMap<PatternKey, Group>,
     /// The newest event dispatched, and its id.
     head: Seq,
     head_id: Option<EventId>,
@@ -330,23 +337,33 @@ impl Fanout {
             mailbox.close(Closed::Shutdown);
         }
         self.budget.enroll(&mailbox);
-        let pattern = interest.has_pattern();
-        let exact: Vec<Box<str>> = interest
-            .selectors
-            .iter()
-            .filter_map(|s| s.as_exact().map(Into::into))
-            .collect();
-        let key = reg.subs.insert(Entry {
+        let key = reg.subs.vacant_key();
+        for s in &interest.selectors {
+            match s.pattern_key() {
+                None => {
+                    let topic = s.source();
+                    match reg.exact.get_mut(topic) {
+                        Some(set) => set.insert(key),
+                        None => reg.exact.entry(topic.into()).or_default().insert(key),
+                    };
+                }
+                Some(pattern) => {
+                    reg.patterns
+                        .entry(pattern)
+                        .or_insert_with(|| Group {
+                            selector: s.clone(),
+                            members: IndexSet::new(),
+                        })
+                        .members
+                        .insert(key);
+                }
+            }
+        }
+        reg.subs.insert(Entry {
             mailbox,
             interest,
             stamp: 0,
         });
-        for topic in exact {
-            reg.exact.entry(topic).or_default().insert(key);
-        }
-        if pattern {
-            reg.patterns.insert(key);
-        }
         let head = Head {
             seq: reg.head,
             id: reg.head_id.clone(),
@@ -361,16 +378,26 @@ impl Fanout {
             return;
         };
         for s in &entry.interest.selectors {
-            if let Some(topic) = s.as_exact() {
-                if let Some(set) = reg.exact.get_mut(topic) {
-                    set.swap_remove(&key.0);
-                    if set.is_empty() {
-                        reg.exact.remove(topic);
+            match s.pattern_key() {
+                None => {
+                    let topic = s.source();
+                    if let Some(set) = reg.exact.get_mut(topic) {
+                        set.swap_remove(&key.0);
+                        if set.is_empty() {
+                            reg.exact.remove(topic);
+                        }
+                    }
+                }
+                Some(pattern) => {
+                    if let Some(group) = reg.patterns.get_mut(&pattern) {
+                        group.members.swap_remove(&key.0);
+                        if group.members.is_empty() {
+                            reg.patterns.swap_remove(&pattern);
+                        }
                     }
                 }
             }
         }
-        reg.patterns.swap_remove(&key.0);
     }
 
     /// Hands committed events, in log order, to every matching subscriber. Events at or before
@@ -389,14 +416,13 @@ impl Fanout {
             reg.head = event.seq;
             reg.head_id = Some(event.id.clone());
             let mut frame: Option<Frame> = None;
-            let mut offer = |entry: &mut Entry, topic_matched: bool| {
+            // Called only for subscribers one of whose selectors matched one of the topics.
+            let mut offer = |entry: &mut Entry| {
                 if entry.stamp == event.seq {
                     return;
                 }
                 entry.stamp = event.seq;
-                if !entry.interest.admits(event)
-                    || !(topic_matched || entry.interest.matches_topics(event))
-                {
+                if !entry.interest.admits(event) {
                     return;
                 }
                 let frame = frame.get_or_insert_with(|| sse::encode_frame(event));
@@ -418,14 +444,20 @@ impl Fanout {
                 if let Some(keys) = reg.exact.get(topic.as_str()) {
                     for &key in keys {
                         if let Some(entry) = reg.subs.get_mut(key) {
-                            offer(entry, true);
+                            offer(entry);
                         }
                     }
                 }
             }
-            for &key in &reg.patterns {
-                if let Some(entry) = reg.subs.get_mut(key) {
-                    offer(entry, false);
+            for group in reg.patterns.values() {
+                let selector = &group.selector;
+                if !event.topics.iter().any(|t| selector.matches(t.as_str())) {
+                    continue;
+                }
+                for &key in &group.members {
+                    if let Some(entry) = reg.subs.get_mut(key) {
+                        offer(entry);
+                    }
                 }
             }
         }
@@ -500,6 +532,12 @@ impl Fanout {
             .count()
     }
 
+    /// How many distinct pattern selectors the subscribers hold: what each event is matched
+    /// against besides the exact-topic index.
+    pub fn pattern_groups(&self) -> usize {
+        self.lock().patterns.len()
+    }
+
     /// Ends every stream (they drain what is queued first) and refuses new ones.
     pub fn close(&self) {
         let mut reg = self.lock();
@@ -513,7 +551,7 @@ impl Fanout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventId, Topic};
+    use crate::event::{EventId, EventType, Topic};
     use crate::mailbox::Bounds;
     use std::task::{Context, Poll, Waker};
 
@@ -598,6 +636,90 @@ mod tests {
         assert!(seqs(&mb).is_empty());
         assert_eq!(f.sizes(), (0, 0));
         assert_eq!(f.head().seq, 2);
+    }
+
+    fn sub_with(f: &Fanout, interest: Interest) -> (SubKey, Arc<Mailbox>) {
+        let mb = Arc::new(Mailbox::new(Bounds {
+            frames: 16,
+            bytes: 1 << 20,
+        }));
+        let (key, _) = f.register(Arc::new(interest), mb.clone());
+        (key, mb)
+    }
+
+    fn interest(selectors: &[&str]) -> Interest {
+        Interest::new(
+            selectors
+                .iter()
+                .map(|s| Selector::parse_topic(s).unwrap())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn one_pattern_group_serves_subscribers_with_different_interests() {
+        let f = Fanout::new(Head { seq: 0, id: None });
+        let (_, public) = sub_with(&f, interest(&["jobs/{id}"]));
+        let mut private = interest(&["jobs/{id}"]);
+        private.private_selectors = vec![Selector::parse_topic("jobs/{id}").unwrap()];
+        let (_, private) = sub_with(&f, private);
+        let mut done = interest(&["jobs/{id}"]);
+        done.types = Some(vec![EventType::parse("done").unwrap()]);
+        let (_, done) = sub_with(&f, done);
+        // Reaches the group by two selectors and by an exact topic too: still once.
+        let (_, twice) = sub_with(&f, interest(&["jobs/{id}", "jobs/{id}", "jobs/1", "*"]));
+        assert_eq!(f.pattern_groups(), 2, "jobs/{{id}} and *");
+
+        let mut typed = (*ev(3, &["jobs/3"], false)).clone();
+        typed.kind = Some(EventType::parse("done").unwrap());
+        f.dispatch(&[
+            ev(1, &["jobs/1", "jobs/2"], false),
+            ev(2, &["jobs/2"], true),
+            Arc::new(typed),
+            ev(4, &["other"], false),
+        ]);
+        assert_eq!(seqs(&public), ["e1", "e3"]);
+        assert_eq!(seqs(&private), ["e1", "e2", "e3"]);
+        assert_eq!(seqs(&done), ["e3"]);
+        assert_eq!(seqs(&twice), ["e1", "e3", "e4"]);
+    }
+
+    #[test]
+    fn unregistering_leaves_a_group_when_its_last_holder_goes() {
+        let f = Fanout::new(Head { seq: 0, id: None });
+        let (a, mb_a) = sub_with(&f, interest(&["jobs/{id}", "jobs/{id}"]));
+        let (b, mb_b) = sub_with(&f, interest(&["jobs/{id}", "*"]));
+        let (c, mb_c) = sub_with(&f, interest(&["*"]));
+        assert_eq!(f.pattern_groups(), 2);
+        f.unregister(a);
+        assert_eq!(f.pattern_groups(), 2, "b still holds jobs/{{id}}");
+        f.dispatch(&[ev(1, &["jobs/1"], false)]);
+        assert!(seqs(&mb_a).is_empty());
+        assert_eq!(seqs(&mb_b), ["e1"]);
+        assert_eq!(seqs(&mb_c), ["e1"]);
+        f.unregister(b);
+        assert_eq!(f.pattern_groups(), 1, "only * is left");
+        f.dispatch(&[ev(2, &["jobs/2"], false)]);
+        assert!(seqs(&mb_b).is_empty());
+        assert_eq!(seqs(&mb_c), ["e2"]);
+        f.unregister(c);
+        f.unregister(c);
+        assert_eq!(f.pattern_groups(), 0);
+        assert_eq!(f.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn a_pattern_is_evaluated_once_per_event_for_its_whole_group() {
+        let f = Fanout::new(Head { seq: 0, id: None });
+        let subs: Vec<_> = (0..1000)
+            .map(|_| sub_with(&f, interest(&["jobs/{id}"])).1)
+            .collect();
+        let (_, other) = sub_with(&f, interest(&["orders/{id}"]));
+        assert_eq!(f.pattern_groups(), 2);
+        f.dispatch(&[ev(1, &["jobs/1"], false), ev(2, &["orders/1"], false)]);
+        assert!(subs.iter().all(|mb| seqs(mb) == ["e1"]));
+        assert_eq!(seqs(&other), ["e2"]);
+        assert_eq!(f.counters.delivered.load(Ordering::Relaxed), 1001);
     }
 
     /// A socket that takes everything and counts its writes.

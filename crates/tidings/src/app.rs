@@ -102,6 +102,11 @@ impl App {
                 .map(RateLimiter::new),
             cors: self.config.edge.cors.clone(),
             webhooks: self.config.webhooks.clone(),
+            selectors: Default::default(),
+            selector_budget: crate::net::SelectorBudget::new(
+                self.config.limits.max_pattern_bytes_per_ip,
+                self.config.limits.max_patterns_per_ip,
+            ),
         });
         let router = http::with_edges(http::router(state), &self.config.edge);
         let limits = ConnectionLimits::new(

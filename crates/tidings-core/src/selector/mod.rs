@@ -62,14 +62,15 @@ pub enum Selector {
     /// A URI template, matched as a whole against the topic.
     Template {
         /// The template as the subscriber sent it.
-        source: String,
-        /// The anchored regex the template compiles to.
-        regex: Regex,
+        source: Arc<str>,
+        /// The anchored regex the template compiles to, shared by every copy of the selector
+        /// (and, through a [`SelectorCache`], by every subscriber that sent the same template).
+        regex: Arc<Regex>,
     },
     /// A WHATWG URL Pattern, matched against topics that parse as URLs.
     UrlPattern {
         /// The pattern as the subscriber sent it.
-        source: String,
+        source: Arc<str>,
         /// The compiled pattern.
         matcher: UrlPatternMatcher,
     },
@@ -103,8 +104,8 @@ impl Selector {
         check_len(s)?;
         let regex = template_regex(s)?;
         Ok(Self::Template {
-            source: s.to_owned(),
-            regex,
+            source: s.into(),
+            regex: Arc::new(regex),
         })
     }
 
@@ -113,7 +114,7 @@ impl Selector {
     pub fn parse_url_pattern(s: &str) -> Result<Self, SelectorError> {
         check_len(s)?;
         Ok(Self::UrlPattern {
-            source: s.to_owned(),
+            source: s.into(),
             matcher: UrlPatternMatcher::new(s, None)?,
         })
     }
@@ -125,7 +126,7 @@ impl Selector {
         let base = Url::parse(base)
             .map_err(|e| SelectorError::UrlPattern(format!("invalid base URL: {e}")))?;
         Ok(Self::UrlPattern {
-            source: s.to_owned(),
+            source: s.into(),
             matcher: UrlPatternMatcher::new(s, Some(base))?,
         })
     }
@@ -135,6 +136,26 @@ impl Selector {
         match self {
             Self::Exact(t) => Some(t),
             _ => None,
+        }
+    }
+
+    /// Whether this is a pattern (`*`, a template or a URL pattern): a selector the fan-out
+    /// cannot index by topic, so it is evaluated for every event.
+    pub fn is_pattern(&self) -> bool {
+        !matches!(self, Self::Exact(_))
+    }
+
+    /// For a pattern, what it selects by: two patterns with equal keys select the same topics,
+    /// so the fan-out evaluates them once per event. `None` for an exact selector.
+    pub fn pattern_key(&self) -> Option<PatternKey> {
+        match self {
+            Self::Any => Some(PatternKey::Any),
+            Self::Exact(_) => None,
+            Self::Template { source, .. } => Some(PatternKey::Template(source.clone())),
+            Self::UrlPattern { source, matcher } => Some(PatternKey::UrlPattern(
+                source.clone(),
+                matcher.base().map(|b| b.as_str().into()),
+            )),
         }
     }
 
@@ -155,10 +176,21 @@ impl Selector {
             Self::Exact(t) => t == topic,
             // The Mercure hub compares the raw selector first, so a template also selects the
             // topic spelled exactly like it.
-            Self::Template { source, regex } => source == topic || regex.is_match(topic),
+            Self::Template { source, regex } => &**source == topic || regex.is_match(topic),
             Self::UrlPattern { matcher, .. } => matcher.matches(topic),
         }
     }
+}
+
+/// What a pattern selector selects by; see [`Selector::pattern_key`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PatternKey {
+    /// `*`.
+    Any,
+    /// A URI template, by its source.
+    Template(Arc<str>),
+    /// A URL pattern, by its source and base URL.
+    UrlPattern(Arc<str>, Option<Box<str>>),
 }
 
 fn check_len(s: &str) -> Result<(), SelectorError> {
@@ -178,10 +210,12 @@ fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
         .build()
 }
 
+mod cache;
 mod template;
 #[cfg(test)]
 mod tests;
 mod url_pattern;
 
+pub use cache::SelectorCache;
 use template::template_regex;
 pub use url_pattern::UrlPatternMatcher;

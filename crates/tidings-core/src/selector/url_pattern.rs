@@ -43,6 +43,24 @@ impl UrlPatternMatcher {
         })
     }
 
+    /// The base URL relative topics resolve against, if any.
+    pub fn base(&self) -> Option<&Url> {
+        self.base.as_ref()
+    }
+
+    /// The compiled pattern, held weakly (by [`super::SelectorCache`]).
+    pub(super) fn downgrade(&self) -> std::sync::Weak<urlpattern::UrlPattern<BoundedRegex>> {
+        Arc::downgrade(&self.pattern)
+    }
+
+    /// A matcher over a pattern compiled before, without a base URL.
+    pub(super) fn from_shared(pattern: Arc<urlpattern::UrlPattern<BoundedRegex>>) -> Self {
+        Self {
+            pattern,
+            base: None,
+        }
+    }
+
     /// Whether `topic`, parsed as a URL, matches the pattern.
     pub fn matches(&self, topic: &str) -> bool {
         let url = match &self.base {
@@ -77,7 +95,7 @@ impl fmt::Debug for UrlPatternMatcher {
 /// The regex engine handed to `urlpattern`: the regex crate (linear time), held to the same
 /// size limits as template regexes.
 #[derive(Debug)]
-struct BoundedRegex(Regex);
+pub(super) struct BoundedRegex(Regex);
 
 impl urlpattern::regexp::RegExp for BoundedRegex {
     fn syntax() -> urlpattern::RegexSyntax {

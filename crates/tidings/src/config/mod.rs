@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tidings_core::hub::HubOptions;
 use tidings_core::log::Retention;
 use tidings_core::mailbox::Bounds;
+use tidings_core::selector::MAX_SELECTOR_LEN;
 use tidings_core::store::sqlite::Durability;
 
 use crate::auth::{parse_algorithm, AuthConfig, KeyConfig};
@@ -141,6 +142,15 @@ pub struct Limits {
     pub max_batch: usize,
     /// Most selectors in one subscription.
     pub max_selectors: usize,
+    /// Most bytes of selectors (their decoded text, summed) in one subscription.
+    pub max_selector_bytes: usize,
+    /// Most pattern selectors (`*`, URI templates, URL patterns) in one subscription.
+    pub max_patterns: usize,
+    /// Most bytes of distinct pattern selectors held by the live subscriptions of one client
+    /// address (a pattern held by several counts once).
+    pub max_pattern_bytes_per_ip: usize,
+    /// Most distinct pattern selectors held by the live subscriptions of one client address.
+    pub max_patterns_per_ip: usize,
     /// Longest long-poll wait.
     pub max_wait: Duration,
     /// Longest pause between two pieces of a request body (408 after it); the server sets it
@@ -158,6 +168,10 @@ impl Default for Limits {
             max_topics: 64,
             max_batch: 1000,
             max_selectors: 100,
+            max_selector_bytes: 16 << 10,
+            max_patterns: 20,
+            max_pattern_bytes_per_ip: 64 << 10,
+            max_patterns_per_ip: 100,
             max_wait: Duration::from_secs(60),
             body_idle: Duration::from_secs(10),
             body_deadline: Duration::from_secs(60),
@@ -259,6 +273,23 @@ pub struct ServeArgs {
     /// Most selectors in one subscription [default: 100].
     #[arg(long, env = "TIDINGS_MAX_SELECTORS")]
     pub max_selectors: Option<usize>,
+    /// Most bytes of selectors in one subscription; more are answered 400 [default: 16384].
+    #[arg(long, env = "TIDINGS_MAX_SELECTOR_BYTES")]
+    pub max_selector_bytes: Option<usize>,
+    /// Most pattern selectors (*, URI templates, URL patterns) in one subscription; more are
+    /// answered 400 [default: 20].
+    #[arg(long, env = "TIDINGS_MAX_PATTERNS")]
+    pub max_patterns: Option<usize>,
+    /// Most bytes of distinct pattern selectors the live subscriptions of one client address may
+    /// hold (an IPv6 /64 counts as one); past it, a new subscription is answered 429
+    /// [default: 65536].
+    #[arg(long, env = "TIDINGS_MAX_PATTERN_BYTES_PER_IP")]
+    pub max_pattern_bytes_per_ip: Option<usize>,
+    /// Most distinct pattern selectors the live subscriptions of one client address may hold (a
+    /// pattern held by several counts once); past it, a new subscription is answered 429
+    /// [default: 100].
+    #[arg(long, env = "TIDINGS_MAX_PATTERNS_PER_IP")]
+    pub max_patterns_per_ip: Option<usize>,
     /// Keep at most this many events [default: unlimited].
     #[arg(long, env = "TIDINGS_RETENTION_EVENTS")]
     pub retention_events: Option<u64>,
@@ -344,6 +375,10 @@ pub(super) struct FileConfig {
     max_body: Option<usize>,
     max_topics: Option<usize>,
     max_selectors: Option<usize>,
+    max_selector_bytes: Option<usize>,
+    max_patterns: Option<usize>,
+    max_pattern_bytes_per_ip: Option<usize>,
+    max_patterns_per_ip: Option<usize>,
     retention_events: Option<u64>,
     retention_age: Option<String>,
     prune_every: Option<String>,
@@ -485,6 +520,28 @@ impl ServeArgs {
             .unwrap_or(limits.max_selectors);
         if limits.max_topics == 0 || limits.max_selectors == 0 || limits.max_body == 0 {
             bail!("max_body, max_topics and max_selectors must be at least 1");
+        }
+        limits.max_selector_bytes = self
+            .max_selector_bytes
+            .or(file.max_selector_bytes)
+            .unwrap_or(limits.max_selector_bytes);
+        limits.max_patterns = self
+            .max_patterns
+            .or(file.max_patterns)
+            .unwrap_or(limits.max_patterns);
+        limits.max_pattern_bytes_per_ip = self
+            .max_pattern_bytes_per_ip
+            .or(file.max_pattern_bytes_per_ip)
+            .unwrap_or(limits.max_pattern_bytes_per_ip);
+        limits.max_patterns_per_ip = self
+            .max_patterns_per_ip
+            .or(file.max_patterns_per_ip)
+            .unwrap_or(limits.max_patterns_per_ip);
+        if limits.max_patterns_per_ip < limits.max_patterns {
+            bail!("max_patterns_per_ip must be at least max_patterns");
+        }
+        if limits.max_pattern_bytes_per_ip < MAX_SELECTOR_LEN || limits.max_selector_bytes == 0 {
+            bail!("max_pattern_bytes_per_ip must be at least {MAX_SELECTOR_LEN}, and max_selector_bytes at least 1");
         }
         config.hub.retention = Retention {
             max_events: self.retention_events.or(file.retention_events),
@@ -840,6 +897,48 @@ COMPLETED = "completed"
         assert_eq!(config.hub.mailbox.bytes, 6 << 20, "twice a larger max_body");
         assert_eq!(config.hub.queue_budget, 64 << 20);
         assert_eq!(config.serve_options().send_buffer, None, "0: the kernel's");
+    }
+
+    #[test]
+    fn selector_limits_from_flags_and_the_file() {
+        let defaults = ServeArgs::default().resolve().unwrap().limits;
+        assert_eq!(
+            (
+                defaults.max_selector_bytes,
+                defaults.max_patterns,
+                defaults.max_pattern_bytes_per_ip,
+                defaults.max_patterns_per_ip
+            ),
+            (16384, 20, 65536, 100)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "max_patterns = 5\nmax_patterns_per_ip = 50\n").unwrap();
+        let limits = ServeArgs {
+            config: Some(file.clone()),
+            max_patterns_per_ip: Some(10),
+            max_pattern_bytes_per_ip: Some(4096),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap()
+        .limits;
+        assert_eq!(limits.max_patterns, 5);
+        assert_eq!(limits.max_patterns_per_ip, 10, "the flag wins");
+        assert_eq!(limits.max_pattern_bytes_per_ip, 4096);
+        for bad in [
+            "max_patterns = 200",
+            "max_pattern_bytes_per_ip = 100",
+            "max_selector_bytes = 0",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let resolved = ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            }
+            .resolve();
+            assert!(resolved.is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

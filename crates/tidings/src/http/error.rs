@@ -49,6 +49,9 @@ pub enum ApiError {
     TooManyConnections { retry_after: Duration },
     #[error("too many open connections from your address; close one or retry later")]
     TooManyClientConnections { retry_after: Duration },
+    /// A subscription whose selectors would take its address past a per-address limit.
+    #[error("{0}")]
+    ClientSelectorLimit(String),
     #[error("publish rate limit reached; retry after the time in Retry-After")]
     RateLimited { retry_after: Duration },
     /// Each stream writes subscription events, so streams count against the publish rate.
@@ -84,7 +87,8 @@ impl ApiError {
             Self::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyClientConnections { .. }
             | Self::RateLimited { .. }
-            | Self::SubscriptionRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | Self::SubscriptionRateLimited { .. }
+            | Self::ClientSelectorLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

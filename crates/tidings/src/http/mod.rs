@@ -42,6 +42,10 @@ pub struct AppState {
     pub cors: cors::CorsOrigins,
     /// The configured webhooks, served at `/webhooks/{name}`.
     pub webhooks: crate::ingest::Webhooks,
+    /// Compiled pattern selectors, shared by every subscription that sends the same one.
+    pub selectors: tidings_core::selector::SelectorCache,
+    /// What the live subscriptions of each client address hold.
+    pub selector_budget: Arc<crate::net::SelectorBudget>,
 }
 
 /// The Mercure discovery header, relative to the request's origin.

@@ -2,19 +2,20 @@
 //! `GET /events?topic=S&after=ID&wait=SECONDS&limit=N` answers a JSON page of events. It uses the
 //! stream's matching, ordering and resume rules; `after` plays the part of Last-Event-ID.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 use tidings_core::event::Event;
 use tidings_core::hub::Start;
 
 use super::error::ApiError;
-use super::subscribe::parse_request;
+use super::subscribe::{hold_patterns, parse_request, peer_ip};
 use super::{link_header, AppState};
 
 /// Events per page when the client does not say.
@@ -74,9 +75,13 @@ struct Reset<'a> {
 pub async fn poll(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
+    // A waiting poll holds its selectors in the fan-out like a stream.
+    let _held = hold_patterns(&state, query.as_deref(), None, peer_ip(connect))?;
+    let (limits, cache) = (&state.limits, &state.selectors);
+    let mut request = parse_request(query.as_deref(), &headers, None, limits, cache)?;
     request.authorize(&state, &headers).await?;
     // A poll is not a standing subscription: keep it out of the presence API.
     request.interest.presence = None;

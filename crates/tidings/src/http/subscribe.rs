@@ -16,13 +16,13 @@ use tidings_core::event::{EventId, EventType};
 use tidings_core::fanout::{Interest, Presence};
 use tidings_core::hub::Start;
 use tidings_core::log::LogError;
-use tidings_core::selector::Selector;
+use tidings_core::selector::{PatternKey, Selector, SelectorCache};
 
 use super::error::ApiError;
 use super::rate::Publisher;
 use super::{form, link_header, presence, AppState};
 use crate::config::Limits;
-use crate::net::{client_key, LiveStream, Takeover};
+use crate::net::{client_key, LiveStream, SelectorGuard, Takeover};
 
 /// Most `type` and `until` parameters in one request.
 const MAX_TYPE_FILTERS: usize = 64;
@@ -37,6 +37,40 @@ pub struct Request {
     pub token: Option<String>,
     /// When the subscriber's token expires, seconds since the Unix epoch.
     pub expires_at: Option<u64>,
+}
+
+/// The client address of a request served by our accept loop (unspecified otherwise).
+pub fn peer_ip(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    connect.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0 .0.ip())
+}
+
+/// Counts the pattern selectors a subscribe or poll request names against what `peer`'s live
+/// subscriptions may hold, for as long as the guard lives: 429 past `--max-patterns-per-ip` or
+/// `--max-pattern-bytes-per-ip`. It runs, with the per-request checks, before any selector is
+/// compiled, so a refused request costs the hub no compiling.
+pub fn hold_patterns(
+    state: &AppState,
+    query: Option<&str>,
+    path_topic: Option<&str>,
+    peer: IpAddr,
+) -> Result<SelectorGuard, ApiError> {
+    let pairs = form::pairs(query.unwrap_or("").as_bytes())?;
+    check_selectors(&pairs, path_topic, &state.limits)?;
+    let mut patterns = Vec::new();
+    if path_topic.is_none() {
+        // What `SelectorCache::parse_topic` and `parse_url_pattern` would make of them.
+        for (name, value) in pairs {
+            match name.as_str() {
+                "topic" if value == "*" => patterns.push(PatternKey::Any),
+                "topic" if value.contains('{') => patterns.push(PatternKey::Template(value.into())),
+                "match_urlpattern" | "matchURLPattern" => {
+                    patterns.push(PatternKey::UrlPattern(value.into(), None))
+                }
+                _ => {}
+            }
+        }
+    }
+    state.selector_budget.try_hold(peer, patterns)
 }
 
 impl Request {
@@ -76,13 +110,60 @@ fn flag(value: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// Checks a request's selectors against `--max-selectors`, `--max-selector-bytes` and
+/// `--max-patterns` before any is compiled.
+fn check_selectors(
+    pairs: &[(String, String)],
+    path_topic: Option<&str>,
+    limits: &Limits,
+) -> Result<(), ApiError> {
+    let (mut given, mut bytes, mut patterns) = (0usize, 0usize, 0usize);
+    if let Some(topic) = path_topic {
+        given += 1;
+        bytes += topic.len();
+    }
+    for (name, value) in pairs {
+        let pattern = match name.as_str() {
+            "topic" => value == "*" || value.contains('{'),
+            "match_urlpattern" | "matchURLPattern" => true,
+            "match" | "match_exact" => false,
+            _ => continue,
+        };
+        given += 1;
+        bytes += value.len();
+        patterns += usize::from(pattern);
+    }
+    if given > limits.max_selectors {
+        return Err(ApiError::bad(format!(
+            "too many topic selectors: {given}, more than --max-selectors ({})",
+            limits.max_selectors
+        )));
+    }
+    if bytes > limits.max_selector_bytes {
+        return Err(ApiError::bad(format!(
+            "topic selectors take {bytes} bytes, more than --max-selector-bytes ({})",
+            limits.max_selector_bytes
+        )));
+    }
+    if patterns > limits.max_patterns {
+        return Err(ApiError::bad(format!(
+            "too many pattern selectors (*, templates, URL patterns): {patterns}, more than \
+             --max-patterns ({})",
+            limits.max_patterns
+        )));
+    }
+    Ok(())
+}
+
 /// Parses the query (and the `Last-Event-ID` header) of a subscribe or poll request.
-/// `path_topic` is the topic named by `/events/{topic}`, if any.
+/// `path_topic` is the topic named by `/events/{topic}`, if any. Templates and URL patterns
+/// are compiled through `cache`, so identical ones share their compiled form.
 pub fn parse_request(
     query: Option<&str>,
     headers: &HeaderMap,
     path_topic: Option<&str>,
     limits: &Limits,
+    cache: &SelectorCache,
 ) -> Result<Request, ApiError> {
     let mut selectors = Vec::new();
     if let Some(topic) = path_topic {
@@ -102,13 +183,7 @@ pub fn parse_request(
             "topic" | "match" | "match_exact" | "match_urlpattern" | "matchURLPattern"
         )
     };
-    let given = pairs.iter().filter(|(n, _)| is_selector(n)).count();
-    if given + usize::from(path_topic.is_some()) > limits.max_selectors {
-        return Err(ApiError::bad(format!(
-            "too many topic selectors: {given} (at most {})",
-            limits.max_selectors
-        )));
-    }
+    check_selectors(&pairs, path_topic, limits)?;
     let filters = pairs
         .iter()
         .filter(|(n, _)| n == "type" || n == "until")
@@ -120,12 +195,12 @@ pub fn parse_request(
     }
     for (name, value) in pairs {
         match name.as_str() {
-            "topic" if path_topic.is_none() => selectors.push(Selector::parse_topic(&value)?),
+            "topic" if path_topic.is_none() => selectors.push(cache.parse_topic(&value)?),
             "match" | "match_exact" if path_topic.is_none() => {
                 selectors.push(Selector::parse_exact(&value)?)
             }
             "match_urlpattern" | "matchURLPattern" if path_topic.is_none() => {
-                selectors.push(Selector::parse_url_pattern(&value)?)
+                selectors.push(cache.parse_url_pattern(&value)?)
             }
             n if is_selector(n) => {
                 return Err(ApiError::bad(
@@ -188,12 +263,15 @@ pub async fn subscribe(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
     takeover: Option<Extension<Takeover>>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut request = parse_request(query.as_deref(), &headers, None, &state.limits)?;
+    let peer = connect.as_ref().map(|c| c.0 .0);
+    let held = hold_patterns(&state, query.as_deref(), None, peer_ip(connect))?;
+    let limits = &state.limits;
+    let mut request = parse_request(query.as_deref(), &headers, None, limits, &state.selectors)?;
     request.authorize(&state, &headers).await?;
-    stream(&state, request, takeover.map(|t| t.0), peer.map(|p| p.0 .0)).await
+    stream(&state, request, held, takeover.map(|t| t.0), peer).await
 }
 
 /// `GET /events/{topic}`.
@@ -202,17 +280,21 @@ pub async fn subscribe_to_path(
     Path(topic): Path<String>,
     RawQuery(query): RawQuery,
     takeover: Option<Extension<Takeover>>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut request = parse_request(query.as_deref(), &headers, Some(&topic), &state.limits)?;
+    let peer = connect.as_ref().map(|c| c.0 .0);
+    let held = hold_patterns(&state, query.as_deref(), Some(&topic), peer_ip(connect))?;
+    let (limits, cache) = (&state.limits, &state.selectors);
+    let mut request = parse_request(query.as_deref(), &headers, Some(&topic), limits, cache)?;
     request.authorize(&state, &headers).await?;
-    stream(&state, request, takeover.map(|t| t.0), peer.map(|p| p.0 .0)).await
+    stream(&state, request, held, takeover.map(|t| t.0), peer).await
 }
 
 async fn stream(
     state: &AppState,
     request: Request,
+    held: SelectorGuard,
     takeover: Option<Takeover>,
     peer: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
@@ -273,13 +355,13 @@ async fn stream(
         Some(takeover) => Body::new(SseBody {
             live: Some(LiveStream {
                 subscription,
-                guard: departure.map(|d| Box::new(d) as Box<dyn Send>),
+                guard: Some(Box::new((departure, held))),
             }),
             takeover,
         }),
         None => Body::from_stream(Guarded {
             inner: subscription,
-            _guard: departure,
+            _guard: (departure, held),
         }),
     };
     let mut response = Response::new(body);
@@ -361,7 +443,14 @@ mod tests {
     use super::*;
 
     fn parse(query: &str) -> Result<Request, ApiError> {
-        parse_request(Some(query), &HeaderMap::new(), None, &Limits::default())
+        let cache = SelectorCache::default();
+        parse_request(
+            Some(query),
+            &HeaderMap::new(),
+            None,
+            &Limits::default(),
+            &cache,
+        )
     }
 
     #[test]
@@ -390,6 +479,7 @@ mod tests {
             &headers,
             None,
             &Limits::default(),
+            &SelectorCache::default(),
         );
         assert_eq!(r.unwrap().start, Start::After("h".into()));
     }
@@ -408,5 +498,16 @@ mod tests {
         }
         let many = "topic=a&".repeat(101);
         assert!(parse(&many).is_err());
+    }
+
+    #[test]
+    fn selector_limits_per_request_name_the_limit() {
+        let err = |q: &str| parse(q).err().expect(q).to_string();
+        let patterns: String = (0..21).map(|i| format!("topic=t{i}/{{id}}&")).collect();
+        assert!(err(&patterns).contains("21, more than --max-patterns (20)"));
+        let big = format!("topic={}&topic={}", "a".repeat(9000), "b".repeat(9000));
+        assert!(err(&big).contains("18000 bytes, more than --max-selector-bytes (16384)"));
+        let exact: String = (0..100).map(|i| format!("topic=t{i}&")).collect();
+        assert!(parse(&exact).is_ok(), "exact topics are not patterns");
     }
 }

@@ -2,11 +2,17 @@
 //! connection is counted from accept to close, whatever it carries: an SSE stream lives in its
 //! connection's response body, so it counts for as long as the stream is open, and an idle
 //! keep-alive connection counts until the header-read timeout closes it.
+//!
+//! Also the distinct pattern selectors the live subscriptions of one client address hold, for
+//! `--max-patterns-per-ip` and `--max-pattern-bytes-per-ip` ([`SelectorBudget`]): each costs
+//! the fan-out a match per event, and its compiled form memory, for as long as it is held.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use tidings_core::selector::PatternKey;
 
 use crate::http::error::ApiError;
 
@@ -116,6 +122,134 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// The distinct pattern selectors held by the live subscriptions of each client address (keyed
+/// by [`client_key`]), with their limits. A pattern held by several subscriptions counts once:
+/// the fan-out evaluates it once per event and keeps one compiled copy, so duplicates cost the
+/// hub next to nothing, and many clients behind one proxy may all hold `jobs/{id}`. Exact topics
+/// are not counted: the fan-out looks them up by hash.
+#[derive(Debug)]
+pub struct SelectorBudget {
+    max_bytes: usize,
+    max_patterns: usize,
+    held: Mutex<HashMap<IpAddr, Held>>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// Each distinct pattern, with how many live subscriptions hold it.
+    patterns: HashMap<PatternKey, usize>,
+    /// Their source bytes, summed.
+    bytes: usize,
+}
+
+fn source_len(key: &PatternKey) -> usize {
+    match key {
+        PatternKey::Any => 1,
+        PatternKey::Template(source) | PatternKey::UrlPattern(source, _) => source.len(),
+    }
+}
+
+impl SelectorBudget {
+    /// At most `max_patterns` distinct patterns of `max_bytes` in all per address.
+    pub fn new(max_bytes: usize, max_patterns: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_bytes,
+            max_patterns,
+            held: Mutex::default(),
+        })
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<IpAddr, Held>> {
+        // Every update completes before anything can panic, so a poisoned lock is consistent.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts the patterns of a subscription from `peer` until the guard drops; or refuses it
+    /// (429) with the limit it would pass.
+    pub fn try_hold(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        mut patterns: Vec<PatternKey>,
+    ) -> Result<SelectorGuard, ApiError> {
+        let mut seen = std::collections::HashSet::new();
+        patterns.retain(|p| seen.insert(p.clone()));
+        let client = client_key(peer);
+        let mut all = self.held();
+        let held = all.entry(client).or_default();
+        let new: Vec<&PatternKey> = patterns
+            .iter()
+            .filter(|p| !held.patterns.contains_key(*p))
+            .collect();
+        let count = held.patterns.len() + new.len();
+        let bytes = held.bytes + new.iter().map(|p| source_len(p)).sum::<usize>();
+        let refusal = if count > self.max_patterns {
+            Some(format!(
+                "your address's live subscriptions would hold {count} distinct pattern \
+                 selectors, more than --max-patterns-per-ip ({}); close one first",
+                self.max_patterns
+            ))
+        } else if bytes > self.max_bytes {
+            Some(format!(
+                "your address's live subscriptions would hold {bytes} bytes of distinct pattern \
+                 selectors, more than --max-pattern-bytes-per-ip ({}); close one first",
+                self.max_bytes
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            if held.patterns.is_empty() {
+                all.remove(&client);
+            }
+            return Err(ApiError::ClientSelectorLimit(reason));
+        }
+        held.bytes = bytes;
+        for p in &patterns {
+            *held.patterns.entry(p.clone()).or_insert(0) += 1;
+        }
+        Ok(SelectorGuard {
+            budget: self.clone(),
+            client,
+            patterns,
+        })
+    }
+
+    /// Addresses holding patterns now.
+    pub fn clients(&self) -> usize {
+        self.held().len()
+    }
+}
+
+/// One subscription's patterns, counted against its address until dropped.
+#[derive(Debug)]
+pub struct SelectorGuard {
+    budget: Arc<SelectorBudget>,
+    client: IpAddr,
+    /// Distinct.
+    patterns: Vec<PatternKey>,
+}
+
+impl Drop for SelectorGuard {
+    fn drop(&mut self) {
+        let mut all = self.budget.held();
+        let Some(held) = all.get_mut(&self.client) else {
+            return;
+        };
+        for p in &self.patterns {
+            if let Some(n) = held.patterns.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    held.patterns.remove(p);
+                    held.bytes = held.bytes.saturating_sub(source_len(p));
+                }
+            }
+        }
+        if held.patterns.is_empty() {
+            all.remove(&self.client);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +288,45 @@ mod tests {
             Refusal::PerClient,
             "an IPv4-mapped address is the IPv4 client"
         );
+    }
+
+    #[test]
+    fn selector_budget_counts_distinct_patterns_per_address() {
+        let budget = SelectorBudget::new(20, 3);
+        let t = |s: &str| PatternKey::Template(s.into());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let a1 = budget
+            .try_hold(a, vec![t("a/{x}"), t("b/{x}"), t("a/{x}")])
+            .unwrap();
+        let err = budget.try_hold(a, vec![t("cccccccccc/{x}")]).unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("24 bytes") && err.contains("-ip (20)"),
+            "{err}"
+        );
+        // The same patterns again cost nothing more.
+        let a2 = budget
+            .try_hold(a, vec![t("a/{x}"), PatternKey::Any])
+            .unwrap();
+        let err = budget.try_hold(a, vec![t("c/{x}"), t("d/{x}")]);
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.contains("5 distinct pattern") && err.contains("-ip (3)"),
+            "{err}"
+        );
+        let _b1 = budget
+            .try_hold(b, vec![t("c/{x}"), t("d/{x}"), t("e/{x}")])
+            .unwrap();
+        assert!(budget
+            .try_hold("2001:db8::2".parse().unwrap(), vec![t("f/{x}")])
+            .is_err());
+        drop(a1);
+        // a/{x} is still held by a2; b/{x} is free again.
+        let _a3 = budget.try_hold(a, vec![t("f/{x}")]).unwrap();
+        assert!(budget.try_hold(a, vec![t("g/{x}")]).is_err());
+        drop((a2, _a3, _b1));
+        assert_eq!(budget.clients(), 0);
     }
 
     #[test]

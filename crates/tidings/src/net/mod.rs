@@ -30,7 +30,7 @@ pub mod limits;
 pub mod live;
 pub mod stall;
 
-pub use limits::{ConnectionGuard, ConnectionLimits, Refusal};
+pub use limits::{ConnectionGuard, ConnectionLimits, Refusal, SelectorBudget, SelectorGuard};
 pub use live::{LiveStream, Takeover};
 
 /// Connections being refused at once; past this, a refused connection is closed unanswered.
