@@ -6,6 +6,7 @@
 # load average to fall below QUIET_LOAD (0.7), at most QUIET_MAX seconds (120), and log it),
 # NOFILE (250000: the fd limit, raised as root), SKIP_BUILD (1: use target/release as is),
 # STORE (Tidings' store: empty for a fresh SQLite file per run, or a postgres:// or redis:// URL),
+# TIDINGS_BIN (the `tidings` server to measure, e.g. an older build; default target/release's),
 # NCHAN_CONNECTIONS (nginx's worker_connections: the fd limit + 10,000, as Nchan takes slots of
 # its own beside the subscribers' and the fd limit caps the rest).
 
@@ -159,7 +160,7 @@ start_tidings() {
     shift
     stop_server
     fresh_store
-    taskset -c "$SERVER_CPU" "$BIN/tidings" serve --listen "127.0.0.1:$port" \
+    taskset -c "$SERVER_CPU" "${TIDINGS_BIN:-$BIN/tidings}" serve --listen "127.0.0.1:$port" \
         --store "$STORE_ARG" "$@" >>"$OUT/tidings.log" 2>&1 &
     SERVER_PID=$!
     SERVER_KIND=tidings

@@ -67,10 +67,11 @@ impl Pager {
         Self::with_bytes(PAGE_BYTES)
     }
 
-    /// Pages of about `bytes` (never less than one event).
+    /// Pages of about `bytes` (never less than one event). The first page is one event: its
+    /// size is unknown, and a subscriber's page must not hold several body-limit events.
     fn with_bytes(bytes: usize) -> Self {
         Self {
-            limit: FIRST_PAGE,
+            limit: 1,
             bytes: bytes.max(1),
         }
     }
