@@ -64,7 +64,10 @@ struct Pager {
 
 impl Pager {
     fn new() -> Self {
-        Self::with_bytes(PAGE_BYTES)
+        Self {
+            limit: FIRST_PAGE,
+            bytes: PAGE_BYTES,
+        }
     }
 
     /// Pages of about `bytes` (never less than one event). The first page is one event: its
