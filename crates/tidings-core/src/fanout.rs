@@ -141,10 +141,24 @@ struct Registry {
     subs: Slab<Entry>,
     exact: HashMap<Box<str>, IndexSet<usize>>,
     patterns: IndexMap<PatternKey, Group>,
-    /// The newest event dispatched, and its id.
+    /// The newest event dispatched, its id, the event itself when private, and the newest
+    /// public event's id (see [`Head`]).
     head: Seq,
     head_id: Option<EventId>,
+    head_private: Option<Arc<Event>>,
+    public: Option<(Seq, EventId)>,
     closed: bool,
+}
+
+impl Registry {
+    fn head(&self) -> Head {
+        Head {
+            seq: self.head,
+            id: self.head_id.clone(),
+            private: self.head_private.clone(),
+            public: self.public.clone(),
+        }
+    }
 }
 
 /// Counters the fan-out keeps.
@@ -159,10 +173,28 @@ pub struct FanoutCounters {
 pub struct SubKey(usize);
 
 /// Where the live stream of a newly registered subscriber starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Head {
     pub seq: Seq,
     pub id: Option<EventId>,
+    /// The head event, when it is private.
+    pub private: Option<Arc<Event>>,
+    /// The newest public event at or before the head, when known: its position and id.
+    pub public: Option<(Seq, EventId)>,
+}
+
+impl Head {
+    /// The cursor to hand `interest` at the head, and its position: the head's own id, unless
+    /// the head is a private event `interest` may not see (its id would reveal it, and a
+    /// resume after it is answered like an unknown id); then the newest public event's, which
+    /// lies before it, so resuming from it skips nothing. `(0, None)` when there is none.
+    pub fn cursor_for(&self, interest: &Interest) -> (Seq, Option<&EventId>) {
+        match (&self.private, &self.public) {
+            (Some(event), Some((seq, id))) if !interest.may_see(event) => (*seq, Some(id)),
+            (Some(event), None) if !interest.may_see(event) => (0, None),
+            _ => (self.seq, self.id.as_ref()),
+        }
+    }
 }
 
 /// See the module documentation.
@@ -302,6 +334,8 @@ impl Fanout {
         let registry = Registry {
             head: head.seq,
             head_id: head.id,
+            head_private: head.private,
+            public: head.public,
             ..Registry::default()
         };
         Self {
@@ -364,11 +398,7 @@ impl Fanout {
             interest,
             stamp: 0,
         });
-        let head = Head {
-            seq: reg.head,
-            id: reg.head_id.clone(),
-        };
-        (SubKey(key), head)
+        (SubKey(key), reg.head())
     }
 
     /// Removes a subscriber.
@@ -409,12 +439,38 @@ impl Fanout {
         let mut slow = 0u64;
         let now = tokio::time::Instant::now();
         let mut held = self.flush.take_list();
+        if let Some(first) = events.iter().find(|e| e.seq > reg.head) {
+            if reg.head > 0 && first.seq > reg.head + 1 {
+                // The events between the head and this batch were pruned before they could be
+                // dispatched (a pump far behind a tiny retention): every subscriber would skip
+                // them silently. Cut them all before offering anything; each resumes by
+                // Last-Event-ID, and its replay's gap check sends `tidings.reset`.
+                let cut = reg
+                    .subs
+                    .iter()
+                    .filter(|(_, entry)| entry.mailbox.cut_slow())
+                    .count();
+                slow += cut as u64;
+                tracing::warn!(
+                    after = reg.head,
+                    next = first.seq,
+                    cut,
+                    "events were pruned before they were dispatched; subscribers cut"
+                );
+            }
+        }
         for event in events {
             if event.seq <= reg.head {
                 continue;
             }
             reg.head = event.seq;
             reg.head_id = Some(event.id.clone());
+            if event.private {
+                reg.head_private = Some(event.clone());
+            } else {
+                reg.head_private = None;
+                reg.public = Some((event.seq, event.id.clone()));
+            }
             let mut frame: Option<Frame> = None;
             // Called only for subscribers one of whose selectors matched one of the topics.
             let mut offer = |entry: &mut Entry| {
@@ -489,11 +545,7 @@ impl Fanout {
 
     /// The newest dispatched position.
     pub fn head(&self) -> Head {
-        let reg = self.lock();
-        Head {
-            seq: reg.head,
-            id: reg.head_id.clone(),
-        }
+        self.lock().head()
     }
 
     /// Every subscription that has a presence record.
@@ -520,16 +572,6 @@ impl Fanout {
     pub fn sizes(&self) -> (usize, usize) {
         let reg = self.lock();
         (reg.subs.len(), reg.exact.len())
-    }
-
-    /// Cuts every subscriber as if it were slow: each resumes from its Last-Event-ID, where the
-    /// gap check tells it what it missed. Returns how many were cut.
-    pub fn cut_all(&self) -> usize {
-        let reg = self.lock();
-        reg.subs
-            .iter()
-            .filter(|(_, entry)| entry.mailbox.cut_slow())
-            .count()
     }
 
     /// How many distinct pattern selectors the subscribers hold: what each event is matched
@@ -596,7 +638,7 @@ mod tests {
 
     #[test]
     fn routes_by_exact_topic_and_pattern_once_each() {
-        let f = Fanout::new(Head { seq: 0, id: None });
+        let f = Fanout::new(Head::default());
         let a = sub(&f, &["a"]);
         let both = sub(&f, &["a", "b", "*"]);
         let tpl = sub(&f, &["jobs/{id}"]);
@@ -612,7 +654,7 @@ mod tests {
 
     #[test]
     fn private_events_need_authorization() {
-        let f = Fanout::new(Head { seq: 0, id: None });
+        let f = Fanout::new(Head::default());
         let anon = sub(&f, &["a"]);
         f.dispatch(&[ev(1, &["a"], true), ev(2, &["a"], false)]);
         assert_eq!(seqs(&anon), ["e2"]);
@@ -620,7 +662,7 @@ mod tests {
 
     #[test]
     fn replayed_notices_are_ignored_and_unregister_stops_delivery() {
-        let f = Fanout::new(Head { seq: 0, id: None });
+        let f = Fanout::new(Head::default());
         let mb = Arc::new(Mailbox::new(Bounds {
             frames: 4,
             bytes: 1 << 20,
@@ -658,7 +700,7 @@ mod tests {
 
     #[test]
     fn one_pattern_group_serves_subscribers_with_different_interests() {
-        let f = Fanout::new(Head { seq: 0, id: None });
+        let f = Fanout::new(Head::default());
         let (_, public) = sub_with(&f, interest(&["jobs/{id}"]));
         let mut private = interest(&["jobs/{id}"]);
         private.private_selectors = vec![Selector::parse_topic("jobs/{id}").unwrap()];
@@ -686,7 +728,7 @@ mod tests {
 
     #[test]
     fn unregistering_leaves_a_group_when_its_last_holder_goes() {
-        let f = Fanout::new(Head { seq: 0, id: None });
+        let f = Fanout::new(Head::default());
         let (a, mb_a) = sub_with(&f, interest(&["jobs/{id}", "jobs/{id}"]));
         let (b, mb_b) = sub_with(&f, interest(&["jobs/{id}", "*"]));
         let (c, mb_c) = sub_with(&f, interest(&["*"]));
@@ -710,7 +752,7 @@ mod tests {
 
     #[test]
     fn a_pattern_is_evaluated_once_per_event_for_its_whole_group() {
-        let f = Fanout::new(Head { seq: 0, id: None });
+        let f = Fanout::new(Head::default());
         let subs: Vec<_> = (0..1000)
             .map(|_| sub_with(&f, interest(&["jobs/{id}"])).1)
             .collect();
@@ -720,6 +762,39 @@ mod tests {
         assert!(subs.iter().all(|mb| seqs(mb) == ["e1"]));
         assert_eq!(seqs(&other), ["e2"]);
         assert_eq!(f.counters.delivered.load(Ordering::Relaxed), 1001);
+    }
+
+    #[test]
+    fn a_batch_that_skips_pruned_events_cuts_every_subscriber_first() {
+        let f = Fanout::new(Head::default());
+        let a = sub(&f, &["a"]);
+        let b = sub(&f, &["b"]);
+        f.dispatch(&[ev(1, &["a"], false)]);
+        assert_eq!(a.is_closed(), None);
+        // 2..=4 were pruned before the pump read them: nobody may go on as if they never were.
+        f.dispatch(&[ev(5, &["a"], false)]);
+        assert_eq!(a.is_closed(), Some(Closed::Slow));
+        assert_eq!(b.is_closed(), Some(Closed::Slow));
+        // One that registers after the jump is not cut.
+        let c = sub(&f, &["a"]);
+        f.dispatch(&[ev(6, &["a"], false)]);
+        assert_eq!(c.is_closed(), None);
+        assert_eq!(seqs(&c), ["e6"]);
+    }
+
+    #[test]
+    fn a_private_head_hands_others_the_newest_public_cursor() {
+        let f = Fanout::new(Head::default());
+        f.dispatch(&[ev(1, &["news"], false), ev(2, &["user/42"], true)]);
+        let head = f.head();
+        let anonymous = interest(&["news"]);
+        assert_eq!(head.cursor_for(&anonymous).0, 1);
+        assert_eq!(head.cursor_for(&anonymous).1.unwrap().as_str(), "e1");
+        let mut owner = interest(&["user/42"]);
+        owner.private_selectors = vec![Selector::parse_topic("user/42").unwrap()];
+        assert_eq!(head.cursor_for(&owner).1.unwrap().as_str(), "e2");
+        f.dispatch(&[ev(3, &["news"], false)]);
+        assert_eq!(f.head().cursor_for(&anonymous).1.unwrap().as_str(), "e3");
     }
 
     /// A socket that takes everything and counts its writes.
@@ -744,7 +819,7 @@ mod tests {
 
     #[test]
     fn attached_subscribers_get_one_write_per_event_or_per_batch() {
-        let f = Fanout::new(Head { seq: 0, id: None });
+        let f = Fanout::new(Head::default());
         let mb = sub(&f, &["a"]);
         let wire = Arc::new(CountingWire::default());
         mb.attach(wire.clone(), 0, tokio::time::Instant::now());
@@ -768,7 +843,7 @@ mod tests {
 
     #[test]
     fn a_slow_subscriber_is_cut_without_touching_others() {
-        let f = Fanout::new(Head { seq: 0, id: None });
+        let f = Fanout::new(Head::default());
         let slow = sub(&f, &["a"]);
         let fast = sub(&f, &["a"]);
         let mut got = Vec::new();

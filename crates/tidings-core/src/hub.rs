@@ -19,7 +19,7 @@ use thiserror::Error;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Sleep};
 
-use crate::event::{Event, NewEvent, Seq};
+use crate::event::{Event, EventId, NewEvent, Seq};
 use crate::fanout::{Fanout, Head, Interest, SubKey};
 use crate::log::{EventLog, LogError, LogStats, Retention, Scope};
 use crate::mailbox::{Bounds, Closed, Mailbox};
@@ -170,6 +170,8 @@ struct Cursor {
     after: Seq,
     /// The id just before the first event that will be sent (`earliest` when none).
     start_id: String,
+    /// The position of `start_id` (0 for `earliest`).
+    start_pos: Seq,
     /// Set when the requested id is unknown or pruned.
     unknown: Option<String>,
 }
@@ -192,11 +194,8 @@ impl Hub {
         let commits = log.commits();
         let stats = log.stats().await?;
         let head = match &stats.newest {
-            Some((seq, id)) => Head {
-                seq: *seq,
-                id: Some(crate::event::EventId::from_stored(id)),
-            },
-            None => Head { seq: 0, id: None },
+            Some((seq, id)) => start_head(&*log, *seq, id).await?,
+            None => Head::default(),
         };
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let hub = Arc::new(Self {
@@ -303,12 +302,11 @@ impl Hub {
         head: &Head,
         interest: &Interest,
     ) -> Result<Cursor, HubError> {
+        let (start_pos, start_id) = head.cursor_for(interest);
         let live = || Cursor {
             after: head.seq,
-            start_id: head
-                .id
-                .as_ref()
-                .map_or_else(|| EARLIEST.to_owned(), ToString::to_string),
+            start_id: start_id.map_or_else(|| EARLIEST.to_owned(), ToString::to_string),
+            start_pos,
             unknown: None,
         };
         Ok(match start {
@@ -316,12 +314,14 @@ impl Hub {
             Start::Earliest => Cursor {
                 after: 0,
                 start_id: EARLIEST.to_owned(),
+                start_pos: 0,
                 unknown: None,
             },
             Start::After(id) => match self.locate_visible(id, interest).await? {
                 Some(seq) => Cursor {
                     after: seq,
                     start_id: id.clone(),
+                    start_pos: seq,
                     unknown: None,
                 },
                 // As the Mercure spec asks: replay nothing, report `earliest`; and tell the
@@ -458,7 +458,10 @@ impl Hub {
         let cursor = self.resolve(&start, &head, &interest).await?;
         let mut preamble = BytesMut::from(&b":\n"[..]);
         if let Some(id) = &cursor.unknown {
-            preamble.extend_from_slice(&sse::notice(RESET_EVENT, &reset_notice(id, &head)));
+            preamble.extend_from_slice(&sse::notice(
+                RESET_EVENT,
+                &reset_notice(id, head.cursor_for(&interest).1),
+            ));
         }
         let page_bytes = self.page_bytes();
         let latest = if start == Start::Latest {
@@ -473,7 +476,7 @@ impl Hub {
         };
         let replay = (cursor.after < head.seq).then(|| Replay {
             upto: head.seq,
-            upto_id: head.id.as_ref().map(ToString::to_string),
+            upto_id: head.cursor_for(&interest).1.map(ToString::to_string),
             last_id: cursor.start_id.clone(),
             pending: None,
             pager: Pager::with_bytes(page_bytes),
@@ -514,9 +517,10 @@ impl Hub {
         let scope = interest.scope();
         // Where the next poll continues when nothing is returned: the requested position, or
         // for an unknown id the head, since nothing was replayed.
-        let resume_id = match (&cursor.unknown, &head.id) {
-            (Some(_), Some(id)) => id.to_string(),
-            _ => cursor.start_id.clone(),
+        let (head_pos, head_id) = head.cursor_for(&interest);
+        let (resume_id, mut last_pos) = match (&cursor.unknown, head_id) {
+            (Some(_), Some(id)) => (id.to_string(), head_pos),
+            _ => (cursor.start_id.clone(), cursor.start_pos),
         };
         let mut page = PollPage {
             events: Vec::new(),
@@ -528,6 +532,9 @@ impl Hub {
             let mut bytes = 0;
             for seq in self.latest_seqs_visible(&interest, head.seq).await? {
                 if page.events.len() >= limit || bytes >= POLL_BYTES {
+                    // The rest are retained events after the last one answered: a poll from
+                    // there gets them (with whatever else followed).
+                    page.more = true;
                     break;
                 }
                 let Some(event) = self.event_at(seq).await? else {
@@ -580,9 +587,13 @@ impl Hub {
                         // continue from the head.
                         page.reset = Some(page.last_event_id.clone());
                         page.more = false;
-                        if let Some(id) = &head.id {
-                            page.last_event_id = id.to_string();
-                        }
+                        // Past the hole: the head, or when this caller may not be handed the
+                        // head's id, `earliest` (all that is retained lies after the hole, so
+                        // nothing repeats).
+                        page.last_event_id = match head.cursor_for(&interest) {
+                            (pos, Some(id)) if pos == head.seq => id.to_string(),
+                            _ => EARLIEST.to_owned(),
+                        };
                         return Ok(page);
                     }
                     // Answer what came before the hole; the next poll reports it.
@@ -620,8 +631,12 @@ impl Hub {
             // Nothing wanted up to the head: the next poll may continue from there.
             if head.seq > after {
                 after = head.seq;
-                if let Some(id) = head.id {
-                    page.last_event_id = id.to_string();
+                // Never move the cursor back (a private head's public cursor may lie behind it).
+                if let (pos, Some(id)) = head.cursor_for(&interest) {
+                    if pos > last_pos {
+                        page.last_event_id = id.to_string();
+                        last_pos = pos;
+                    }
                 }
             }
             let Some((mailbox, _)) = &waiter else {
@@ -647,13 +662,33 @@ impl Hub {
     }
 }
 
-fn reset_notice(requested: &str, head: &Head) -> String {
+fn reset_notice(requested: &str, resumed_after: Option<&EventId>) -> String {
     serde_json::json!({
         "reason": "unknown or expired Last-Event-ID; nothing was replayed",
         "last_event_id": requested,
-        "resumed_after": head.id.as_ref().map(|id| id.as_str()),
+        "resumed_after": resumed_after.map(|id| id.as_str()),
     })
     .to_string()
+}
+
+/// The head a hub starts from: the newest event, whether it is private, and the newest public
+/// event among the last [`PAGE`] before it (none known past that: callers who may not see the
+/// head are then handed `earliest`).
+async fn start_head(log: &dyn EventLog, seq: Seq, id: &str) -> Result<Head, LogError> {
+    let recent = log
+        .read(seq.saturating_sub(PAGE as Seq), seq, &Scope::All, PAGE)
+        .await?;
+    let newest = recent.last().filter(|e| e.seq == seq);
+    Ok(Head {
+        seq,
+        id: Some(EventId::from_stored(id)),
+        private: newest.filter(|e| e.private).cloned(),
+        public: recent
+            .iter()
+            .rev()
+            .find(|e| !e.private)
+            .map(|e| (e.seq, e.id.clone())),
+    })
 }
 
 /// The notice sent when events after `last` were pruned before they could be replayed.
@@ -1099,23 +1134,10 @@ async fn pump(
                 Ok(batch) if batch.is_empty() => break,
                 Ok(batch) => {
                     pager.saw(&batch);
-                    // Pruned before the pump could dispatch them (a pump far behind a tiny
-                    // retention): live subscribers would skip them silently.
-                    let jumped = head > 0 && batch[0].seq > head + 1;
                     lock(&recent).push(&batch);
+                    // A batch that does not join the head (pruned meanwhile) cuts every
+                    // subscriber first (see `Fanout::dispatch`).
                     fanout.dispatch(&batch);
-                    if jumped {
-                        // Cut everyone registered up to now (after the dispatch, so nobody
-                        // joins in between); each resumes by Last-Event-ID and its replay's
-                        // gap check sends `tidings.reset`.
-                        let cut = fanout.cut_all();
-                        tracing::warn!(
-                            after = head,
-                            next = batch[0].seq,
-                            cut,
-                            "events were pruned before they were dispatched; subscribers cut"
-                        );
-                    }
                     backoff = Duration::from_millis(50);
                 }
                 Err(e) => {

@@ -1935,3 +1935,35 @@ async fn resuming_after_a_private_id_one_may_not_see_looks_like_an_unknown_id() 
     .await;
     assert_eq!(entitled, ("invoice-2026-0042".into(), "message".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_head_is_never_handed_to_those_who_may_not_see_it() {
+    let hub = hmac_hub().await;
+    let news = publish_public(&hub, &["news"], "public").await;
+    let secret = publish_private(&hub, &["user/42"], "secret").await;
+    // A stream from now says where it starts: not at the private event.
+    let sse = hub.sse("/.well-known/mercure?topic=news", &[]).await;
+    assert_eq!(sse.header("last-event-id"), news);
+    drop(sse);
+    // A poller on a quiet topic keeps a cursor it may resume from: no reset, no private id.
+    let mut after = news.clone();
+    for _ in 0..3 {
+        let page = hub
+            .poll(&format!("topic=news&after={}&wait=0.2", enc(&after)))
+            .await;
+        assert!(page.get("reset").is_none(), "spurious reset: {page}");
+        assert_eq!(page["events"], json!([]), "{page}");
+        after = page["last_event_id"].as_str().expect("cursor").to_owned();
+        assert_ne!(after, secret, "a private id handed to an anonymous poller");
+        publish_private(&hub, &["user/42"], "more").await;
+    }
+    // The owner is handed the head itself.
+    let auth = bearer(&subscriber(&["user/42", "news"]));
+    let sse = hub
+        .sse(
+            &format!("/.well-known/mercure?topic=news&topic={}", enc("user/42")),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_ne!(sse.header("last-event-id"), news);
+}

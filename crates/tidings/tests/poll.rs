@@ -328,6 +328,7 @@ async fn a_poll_over_large_events_is_cut_by_bytes_and_pages_on() {
         "latest page holds {n} of 12 large events"
     );
     assert_eq!(ids_of(&events(&latest)), published[..n].to_vec());
+    assert_eq!(latest["more"], json!(true), "the rest wait");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
