@@ -211,3 +211,49 @@ async fn durability_with_a_postgres_or_redis_store_is_a_configuration_error() {
         }
     }
 }
+
+/// The README's first command, `cargo run --release -- serve`, needs `cargo run` at the
+/// workspace root to find exactly one binary: the hub. Cargo picks among the binaries of the
+/// workspace's default members, so they must hold `tidings` alone (not `tidings-bench`).
+#[test]
+fn cargo_run_at_the_root_runs_the_hub() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(&root)
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata JSON");
+    let defaults = meta["workspace_default_members"]
+        .as_array()
+        .expect("workspace_default_members");
+    let binaries: Vec<&str> = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| defaults.contains(&p["id"]))
+        .flat_map(|p| p["targets"].as_array().expect("targets").iter())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.contains(&json!("bin")))
+        })
+        .map(|t| t["name"].as_str().expect("target name"))
+        .collect();
+    assert_eq!(
+        binaries,
+        ["tidings"],
+        "what `cargo run` would have to choose from"
+    );
+}
