@@ -929,23 +929,41 @@ impl Subscription {
             if latest.seqs.is_empty() {
                 self.latest = None;
             }
-            let mut buf = BytesMut::with_capacity(batch.iter().map(|e| sse::encoded_len(e)).sum());
-            for event in &batch {
-                sse::encode_into(&mut buf, event);
-                if self.interest.ends_on(event) {
-                    // An `until` event among the newest: the stream ends after it.
-                    self.latest = None;
-                    self.replay = None;
-                    self.done = true;
-                    break;
-                }
-            }
-            if !buf.is_empty() {
-                self.in_flight = Some(self.mailbox.charge(buf.len()));
-                return Poll::Ready(Some(Ok(buf.freeze())));
+            if let Some(page) = self.encode_page(&batch, batch.iter()) {
+                return Poll::Ready(Some(Ok(page)));
             }
         }
         Poll::Pending
+    }
+
+    /// Encodes a replay page (the late joiner's or history's events this stream wants) into one
+    /// buffer, ending the stream after an `until` event. The bytes are charged to the mailbox
+    /// while the connection holds them; `None` when nothing was encoded. `batch` sizes the
+    /// buffer (the events are a selection of it).
+    fn encode_page<'a>(
+        &mut self,
+        batch: &[Arc<Event>],
+        events: impl Iterator<Item = &'a Arc<Event>>,
+    ) -> Option<Bytes> {
+        let mut buf = BytesMut::with_capacity(batch.iter().map(|e| sse::encoded_len(e)).sum());
+        for event in events {
+            sse::encode_into(&mut buf, event);
+            if let Some(replay) = &mut self.replay {
+                replay.last_id.clear();
+                replay.last_id.push_str(event.id.as_str());
+            }
+            if self.interest.ends_on(event) {
+                self.latest = None;
+                self.replay = None;
+                self.done = true;
+                break;
+            }
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        self.in_flight = Some(self.mailbox.charge(buf.len()));
+        Some(buf.freeze())
     }
 
     fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, LogError>>> {
@@ -989,22 +1007,10 @@ impl Subscription {
             if short || self.sent >= replay.upto {
                 self.replay = None;
             }
-            let mut buf = BytesMut::with_capacity(batch.iter().map(|e| sse::encoded_len(e)).sum());
-            for event in batch.iter().filter(|e| self.interest.wants(e)) {
-                sse::encode_into(&mut buf, event);
-                if let Some(replay) = &mut self.replay {
-                    replay.last_id.clear();
-                    replay.last_id.push_str(event.id.as_str());
-                }
-                if self.interest.ends_on(event) {
-                    self.replay = None;
-                    self.done = true;
-                    break;
-                }
-            }
-            if !buf.is_empty() {
-                self.in_flight = Some(self.mailbox.charge(buf.len()));
-                return Poll::Ready(Some(Ok(buf.freeze())));
+            let interest = self.interest.clone();
+            if let Some(page) = self.encode_page(&batch, batch.iter().filter(|e| interest.wants(e)))
+            {
+                return Poll::Ready(Some(Ok(page)));
             }
         }
         Poll::Pending

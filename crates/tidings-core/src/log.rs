@@ -93,20 +93,19 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position of the retained event with this id, if any.
     async fn locate(&self, id: &str) -> Result<Option<Seq>, LogError>;
 
-    /// For each topic in `scope` (or every topic, for `Scope::All`), its newest event with
-    /// `seq <= upto`; deduplicated and in log order.
-    async fn latest(&self, scope: &Scope, upto: Seq) -> Result<Vec<Arc<Event>>, LogError>;
+    /// For each topic in `scope` (or every topic, for `Scope::All`), the seq of its newest event
+    /// with `seq <= upto`; deduplicated, ascending. An index query: a late-joiner replay loads
+    /// only the events it sends, a page at a time.
+    async fn latest_seqs(&self, scope: &Scope, upto: Seq) -> Result<Vec<Seq>, LogError>;
 
-    /// The seqs of the events [`EventLog::latest`] would return, without loading them:
-    /// deduplicated, ascending. Lets a late-joiner replay load only what it sends, a page at a
-    /// time. Default: from `latest`; stores override it with an index-only query.
-    async fn latest_seqs(&self, scope: &Scope, upto: Seq) -> Result<Vec<Seq>, LogError> {
-        Ok(self
-            .latest(scope, upto)
-            .await?
-            .iter()
-            .map(|e| e.seq)
-            .collect())
+    /// The events of [`EventLog::latest_seqs`], in log order (one pruned meanwhile is left
+    /// out). Default: one read per seq; a store may fetch them at once.
+    async fn latest(&self, scope: &Scope, upto: Seq) -> Result<Vec<Arc<Event>>, LogError> {
+        let mut events = Vec::new();
+        for seq in self.latest_seqs(scope, upto).await? {
+            events.extend(self.read(seq - 1, seq, &Scope::All, 1).await?);
+        }
+        Ok(events)
     }
 
     /// Deletes what `retention` no longer keeps; returns how many events went.

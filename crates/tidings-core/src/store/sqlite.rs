@@ -284,21 +284,6 @@ impl EventLog for SqliteLog {
             .await
     }
 
-    async fn latest(&self, scope: &Scope, upto: Seq) -> Result<Vec<Arc<Event>>, LogError> {
-        let scope = scope.clone();
-        let upto = clamp(upto);
-        self.readers
-            .run(move |conn| {
-                let seqs = latest_seqs(conn, &scope, upto)?;
-                let mut stmt =
-                    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE seq = ?1"))?;
-                seqs.into_iter()
-                    .map(|s| stmt.query_row([s], event_from_row))
-                    .collect()
-            })
-            .await
-    }
-
     async fn latest_seqs(&self, scope: &Scope, upto: Seq) -> Result<Vec<Seq>, LogError> {
         let scope = scope.clone();
         let upto = clamp(upto);

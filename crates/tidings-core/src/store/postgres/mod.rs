@@ -407,39 +407,6 @@ impl EventLog for PostgresLog {
         Ok(row.map(|r| r.get::<_, i64>(0) as Seq))
     }
 
-    async fn latest(&self, scope: &Scope, upto: Seq) -> Result<Vec<Arc<Event>>, LogError> {
-        let upto = clamp(upto);
-        let client = self.readers.get().await?;
-        let rows = match scope {
-            Scope::All => client
-                .query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM events WHERE seq IN (\
-                           SELECT max(seq) FROM event_topics WHERE seq <= $1 GROUP BY topic) \
-                         ORDER BY seq"
-                    ),
-                    &[&upto],
-                )
-                .await
-                .map_err(pg)?,
-            Scope::Topics(topics) if topics.is_empty() => return Ok(Vec::new()),
-            Scope::Topics(topics) => client
-                .query(
-                    &format!(
-                        "SELECT {COLUMNS} FROM events WHERE seq IN (\
-                           SELECT (SELECT max(et.seq) FROM event_topics et \
-                                   WHERE et.topic = t.topic AND et.seq <= $2) \
-                           FROM unnest($1::text[]) AS t(topic)) \
-                         ORDER BY seq"
-                    ),
-                    &[topics, &upto],
-                )
-                .await
-                .map_err(pg)?,
-        };
-        rows.iter().map(event_from_row).collect()
-    }
-
     async fn latest_seqs(&self, scope: &Scope, upto: Seq) -> Result<Vec<Seq>, LogError> {
         let upto = clamp(upto);
         let client = self.readers.get().await?;
