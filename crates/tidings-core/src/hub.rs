@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -23,6 +23,7 @@ use crate::event::{Event, EventId, NewEvent, Seq};
 use crate::fanout::{Fanout, Head, Interest, SubKey};
 use crate::log::{EventLog, LogError, LogStats, Retention, Scope};
 use crate::mailbox::{Bounds, Closed, Mailbox};
+use crate::metrics::{Metrics, Transport};
 use crate::recent::Recent;
 use crate::sse;
 
@@ -183,8 +184,12 @@ pub struct Hub {
     /// The newest dispatched events, for resumes that need not read the store.
     recent: Arc<Mutex<Recent>>,
     options: HubOptions,
-    published: AtomicU64,
+    metrics: Arc<Metrics>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// While true the pump dispatches nothing (see [`Hub::pause_dispatch`]).
+    paused: tokio::sync::watch::Sender<bool>,
+    /// Where the fan-out stood when a readiness check first found it behind the log.
+    behind: Mutex<Option<(Seq, Instant)>>,
 }
 
 impl Hub {
@@ -198,6 +203,7 @@ impl Hub {
             None => Head::default(),
         };
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let (paused, _) = tokio::sync::watch::channel(false);
         let hub = Arc::new(Self {
             log,
             fanout: Arc::new(Fanout::with_budget(
@@ -206,13 +212,19 @@ impl Hub {
             )),
             recent: Arc::new(Mutex::new(Recent::new(options.retention))),
             options,
-            published: AtomicU64::new(0),
+            metrics: Arc::default(),
             shutdown,
+            paused,
+            behind: Mutex::new(None),
         });
         tokio::spawn(pump(
-            hub.log.clone(),
-            hub.fanout.clone(),
-            hub.recent.clone(),
+            Pump {
+                log: hub.log.clone(),
+                fanout: hub.fanout.clone(),
+                recent: hub.recent.clone(),
+                metrics: hub.metrics.clone(),
+                paused: hub.paused.subscribe(),
+            },
             commits,
             hub.shutdown.subscribe(),
         ));
@@ -232,9 +244,21 @@ impl Hub {
         if *self.shutdown.borrow() {
             return Err(HubError::ShuttingDown);
         }
-        let events = self.log.append(batch).await?;
-        self.published
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        let started = Instant::now();
+        let events = match self.log.append(batch).await {
+            Ok(events) => events,
+            Err(e) => {
+                if let LogError::DuplicateId(_) = e {
+                    Metrics::add(&self.metrics.publish_duplicates, 1);
+                } else {
+                    Metrics::add(&self.metrics.publish_failures, 1);
+                    Metrics::add(&self.metrics.store_errors, 1);
+                }
+                return Err(e.into());
+            }
+        };
+        self.metrics.publish_durable.observe(started.elapsed());
+        Metrics::add(&self.metrics.published, events.len() as u64);
         // Read-your-writes: answer once the events are visible to new subscriptions and polls
         // too. They are durable already, so a stalled pump delays the answer only so long.
         if let Some(last) = events.last() {
@@ -278,13 +302,82 @@ impl Hub {
         self.log.health()
     }
 
+    /// The hub's metrics (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Bytes queued to all subscribers now, and the hub-wide bound on them.
+    pub fn queued_bytes(&self) -> (usize, usize) {
+        let budget = self.fanout.budget();
+        (budget.used(), budget.limit())
+    }
+
+    /// Subscribers cut for being slow: by their own queue bound, and by the hub-wide budget.
+    pub fn slow_cuts(&self) -> (u64, u64) {
+        (
+            self.fanout
+                .counters
+                .slow_disconnects
+                .load(Ordering::Relaxed),
+            self.fanout.budget().cuts(),
+        )
+    }
+
+    /// The position of the newest event dispatched to this node's subscribers.
+    pub fn dispatched_seq(&self) -> Seq {
+        self.fanout.head().seq
+    }
+
+    /// The position of the newest event in the log (every node's commits), read from the store.
+    pub async fn log_head(&self) -> Result<Seq, HubError> {
+        match self.log.stats().await {
+            Ok(stats) => Ok(stats.newest.map_or(0, |(seq, _)| seq)),
+            Err(e) => {
+                Metrics::add(&self.metrics.store_errors, 1);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// How far this node's fan-out lags the log: `(events behind, for how long it has not
+    /// moved while behind)`. The duration is measured across calls (readiness probes): the
+    /// first call that finds the fan-out behind starts the clock, any progress restarts it, and
+    /// catching up clears it.
+    pub async fn lag(&self) -> Result<(u64, Duration), HubError> {
+        let head = self.log_head().await?;
+        let dispatched = self.dispatched_seq();
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        if head <= dispatched {
+            *behind = None;
+            return Ok((0, Duration::ZERO));
+        }
+        let now = Instant::now();
+        let since = match *behind {
+            Some((at, since)) if at == dispatched => since,
+            _ => {
+                *behind = Some((dispatched, now));
+                now
+            }
+        };
+        Ok((head - dispatched, now - since))
+    }
+
+    /// Stops (`true`) or restarts (`false`) the dispatch of committed events to this node's
+    /// subscribers; publishes still commit. What a silent stall looks like from outside, for
+    /// tests of readiness and for an operator draining a node.
+    pub fn pause_dispatch(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
     /// Counters and log bounds.
     pub async fn stats(&self) -> Result<HubStats, HubError> {
-        let (subscribers, subscribed_topics) = self.fanout.sizes();
+        let (subscribers, exact_topics) = self.fanout.sizes();
         Ok(HubStats {
             subscribers,
-            subscribed_topics,
-            published: self.published.load(Ordering::Relaxed),
+            // Exact topics and distinct patterns (`jobs/{id}`): what subscribers watch.
+            subscribed_topics: exact_topics + self.fanout.pattern_groups(),
+            published: Metrics::get(&self.metrics.published),
             delivered: self.fanout.counters.delivered.load(Ordering::Relaxed),
             slow_disconnects: self
                 .fanout
@@ -318,19 +411,25 @@ impl Hub {
                 unknown: None,
             },
             Start::After(id) => match self.locate_visible(id, interest).await? {
-                Some(seq) => Cursor {
-                    after: seq,
-                    start_id: id.clone(),
-                    start_pos: seq,
-                    unknown: None,
-                },
+                Some(seq) => {
+                    Metrics::add(&self.metrics.resumes, 1);
+                    Cursor {
+                        after: seq,
+                        start_id: id.clone(),
+                        start_pos: seq,
+                        unknown: None,
+                    }
+                }
                 // As the Mercure spec asks: replay nothing, report `earliest`; and tell the
                 // client, which the spec leaves implicit.
-                None => Cursor {
-                    start_id: EARLIEST.to_owned(),
-                    unknown: Some(id.clone()),
-                    ..live()
-                },
+                None => {
+                    Metrics::add(&self.metrics.resets, 1);
+                    Cursor {
+                        start_id: EARLIEST.to_owned(),
+                        unknown: Some(id.clone()),
+                        ..live()
+                    }
+                }
             },
         })
     }
@@ -483,6 +582,8 @@ impl Hub {
             scope: Arc::new(interest.scope()),
         });
         Ok(Subscription {
+            metrics: self.metrics.clone(),
+            _active: self.metrics.active(Transport::Stream),
             log: self.log.clone(),
             recent: self.recent.clone(),
             interest,
@@ -511,6 +612,7 @@ impl Hub {
         limit: usize,
         wait: Duration,
     ) -> Result<PollPage, HubError> {
+        let _active = self.metrics.active(Transport::Poll);
         let interest = Arc::new(interest);
         let head = self.fanout.head();
         let cursor = self.resolve(&start, &head, &interest).await?;
@@ -585,6 +687,7 @@ impl Hub {
                     if page.events.is_empty() {
                         // Pruning overtook the cursor: reset, as for an unknown id, and
                         // continue from the head.
+                        Metrics::add(&self.metrics.resets, 1);
                         page.reset = Some(page.last_event_id.clone());
                         page.more = false;
                         // Past the hole: the head, or when this caller may not be handed the
@@ -804,6 +907,9 @@ async fn event_at(
 /// between). Ends when the hub shuts down, when the subscriber falls too far behind, or when the
 /// log fails; the client then reconnects with its Last-Event-ID.
 pub struct Subscription {
+    metrics: Arc<Metrics>,
+    /// Counts this stream among the open ones while it lives.
+    _active: crate::metrics::Active,
     log: Arc<dyn EventLog>,
     recent: Arc<Mutex<Recent>>,
     interest: Arc<Interest>,
@@ -946,8 +1052,10 @@ impl Subscription {
         events: impl Iterator<Item = &'a Arc<Event>>,
     ) -> Option<Bytes> {
         let mut buf = BytesMut::with_capacity(batch.iter().map(|e| sse::encoded_len(e)).sum());
+        let mut replayed = 0;
         for event in events {
             sse::encode_into(&mut buf, event);
+            replayed += 1;
             if let Some(replay) = &mut self.replay {
                 replay.last_id.clear();
                 replay.last_id.push_str(event.id.as_str());
@@ -959,6 +1067,7 @@ impl Subscription {
                 break;
             }
         }
+        Metrics::add(&self.metrics.replayed, replayed);
         if buf.is_empty() {
             return None;
         }
@@ -990,6 +1099,7 @@ impl Subscription {
                     // Pruning overtook the cursor: say so, and go on live from the head, as
                     // for an unknown id (the client refetches its state).
                     let notice = gap_notice(&replay.last_id, replay.upto_id.as_deref());
+                    Metrics::add(&self.metrics.resets, 1);
                     self.sent = replay.upto;
                     self.replay = None;
                     return Poll::Ready(Some(Ok(sse::notice(RESET_EVENT, &notice))));
@@ -1102,10 +1212,48 @@ fn lock(recent: &Mutex<Recent>) -> std::sync::MutexGuard<'_, Recent> {
     recent.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn pump(
+/// What the pump works with.
+struct Pump {
     log: Arc<dyn EventLog>,
     fanout: Arc<Fanout>,
     recent: Arc<Mutex<Recent>>,
+    metrics: Arc<Metrics>,
+    paused: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Pump {
+    /// Hands committed events to the fan-out (after waiting out a pause); false when the hub
+    /// shut down meanwhile.
+    async fn dispatch(
+        &mut self,
+        events: &[Arc<Event>],
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        if *self.paused.borrow() {
+            tokio::select! {
+                _ = shutdown.changed() => return false,
+                _ = self.paused.wait_for(|p| !*p) => {}
+            }
+        }
+        lock(&self.recent).push(events);
+        // A batch that does not join the head (pruned meanwhile) cuts every subscriber first
+        // (see `Fanout::dispatch`).
+        self.fanout.dispatch(events);
+        if let Some(last) = events.last() {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let delay = u64::try_from(now_ms - last.stored_at_ms).unwrap_or(0);
+            self.metrics
+                .durable_to_dispatch
+                .observe(Duration::from_millis(delay));
+        }
+        true
+    }
+}
+
+async fn pump(
+    mut pump: Pump,
     mut commits: tokio::sync::broadcast::Receiver<crate::log::Commit>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -1115,11 +1263,12 @@ async fn pump(
             _ = shutdown.changed() => return,
             notice = commits.recv() => match notice {
                 Ok(commit) => {
-                    let head = fanout.head().seq;
+                    let head = pump.fanout.head().seq;
                     if let Some(events) = &commit.events {
                         if events.first().is_some_and(|e| e.seq <= head + 1) {
-                            lock(&recent).push(events);
-                            fanout.dispatch(events);
+                            if !pump.dispatch(events, &mut shutdown).await {
+                                return;
+                            }
                             continue;
                         }
                     }
@@ -1132,21 +1281,21 @@ async fn pump(
         // Catch up from the log.
         let mut pager = Pager::new();
         loop {
-            let head = fanout.head().seq;
+            let head = pump.fanout.head().seq;
             if head >= upto {
                 break;
             }
-            match log.read(head, upto, &Scope::All, pager.limit()).await {
+            match pump.log.read(head, upto, &Scope::All, pager.limit()).await {
                 Ok(batch) if batch.is_empty() => break,
                 Ok(batch) => {
                     pager.saw(&batch);
-                    lock(&recent).push(&batch);
-                    // A batch that does not join the head (pruned meanwhile) cuts every
-                    // subscriber first (see `Fanout::dispatch`).
-                    fanout.dispatch(&batch);
+                    if !pump.dispatch(&batch, &mut shutdown).await {
+                        return;
+                    }
                     backoff = Duration::from_millis(50);
                 }
                 Err(e) => {
+                    Metrics::add(&pump.metrics.store_errors, 1);
                     tracing::error!(error = %e, "pump could not read the log; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));

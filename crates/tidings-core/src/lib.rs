@@ -14,6 +14,7 @@ pub mod fanout;
 pub mod hub;
 pub mod log;
 pub mod mailbox;
+pub mod metrics;
 pub mod recent;
 pub mod selector;
 pub mod sse;
