@@ -26,6 +26,10 @@ pub enum LogError {
     /// The backend failed; the message is for logs, not for clients.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// A request the store refuses as ill-formed: a user's mistake, said in one line (a watch
+    /// on a column the table does not have, say), not a failure of the store.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Which events a read may skip: a prefilter the store can evaluate cheaply. Callers always

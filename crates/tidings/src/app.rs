@@ -22,6 +22,7 @@ use crate::net::{self, ConnectionLimits};
 pub struct App {
     config: Config,
     hub: Arc<Hub>,
+    auth: Auth,
 }
 
 /// Opens the configured store.
@@ -50,11 +51,13 @@ pub async fn open_store(store: &StoreConfig) -> anyhow::Result<Arc<dyn EventLog>
 }
 
 impl App {
-    /// Opens the store and starts the hub's background tasks.
+    /// Loads the JWT keys (a weak or unreadable key fails here, before anything is created),
+    /// then opens the store and starts the hub's background tasks.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let auth = Auth::new(&config.auth).await?;
         let log = open_store(&config.store).await?;
         let hub = Hub::start(log, config.hub.clone()).await?;
-        Ok(Self { config, hub })
+        Ok(Self { config, hub, auth })
     }
 
     /// The running hub.
@@ -74,7 +77,7 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let auth = Auth::new(&self.config.auth).await?;
+        let auth = self.auth;
         if auth.publishing_is_open() {
             tracing::warn!(
                 "NO PUBLISHER KEY: anyone who can reach this hub may publish (development mode); \
@@ -84,6 +87,10 @@ impl App {
         for name in self.config.webhooks.names() {
             tracing::info!(webhook = name, "receiving webhooks at /webhooks/{name}");
         }
+        let limits = ConnectionLimits::new(
+            self.config.edge.max_connections,
+            self.config.edge.max_connections_per_ip,
+        );
         let state = Arc::new(AppState {
             hub: self.hub.clone(),
             limits: crate::config::Limits {
@@ -107,12 +114,10 @@ impl App {
                 self.config.limits.max_pattern_bytes_per_ip,
                 self.config.limits.max_patterns_per_ip,
             ),
+            connections: limits.clone(),
+            ops: self.config.ops.clone(),
         });
         let router = http::with_edges(http::router(state), &self.config.edge);
-        let limits = ConnectionLimits::new(
-            self.config.edge.max_connections,
-            self.config.edge.max_connections_per_ip,
-        );
         let hub = self.hub.clone();
         let signal = async move {
             shutdown.await;

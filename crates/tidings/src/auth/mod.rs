@@ -136,6 +136,12 @@ impl Auth {
         self.publisher.is_none()
     }
 
+    /// Whether no subscriber key is configured, so no subscriber token can be verified (the
+    /// open development mode's presence API is then open too).
+    pub fn subscribing_is_open(&self) -> bool {
+        self.subscriber.is_none()
+    }
+
     /// The token of a request. Sources, first found wins: the `Authorization: Bearer` header,
     /// the `authorization` query parameter (browsers' `EventSource` cannot set headers), then the
     /// cookie (the configured name, then the newer draft's name).

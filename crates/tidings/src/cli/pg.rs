@@ -2,12 +2,23 @@
 //! them. They talk to the database, not to a hub; the schema is migrated first, so they work
 //! before any hub has started.
 
-use anyhow::{bail, Context};
+use anyhow::anyhow;
+use tidings_core::log::LogError;
 use tidings_core::store::postgres::watch::{self, WatchSpec};
 use tidings_core::store::postgres::{connect_migrated, PostgresOptions};
 use tidings_core::store::sqlite::Durability;
 
+use super::failure::{Failure, Kind};
 use crate::config::StoreConfig;
+
+/// A store error of `tidings pg`: a user's mistake (a column the table lacks) is a usage error,
+/// anything else the store's.
+fn failed(e: LogError) -> Failure {
+    match e {
+        LogError::Invalid(_) => Failure::new(Kind::Config, e),
+        e => Failure::new(Kind::Store, e),
+    }
+}
 
 #[derive(Debug, clap::Args)]
 pub struct PgArgs {
@@ -58,21 +69,27 @@ pub struct WatchArgs {
 }
 
 /// `tidings pg ...`.
-pub async fn run(args: PgArgs) -> anyhow::Result<()> {
+pub async fn run(args: PgArgs) -> Result<(), Failure> {
     let store = args
         .store
         .as_deref()
         .map(|s| StoreConfig::parse(s, Durability::Full));
     let Some(Ok(StoreConfig::Postgres { url, .. })) = store else {
-        bail!("tidings pg needs --store postgres://... (or TIDINGS_STORE)");
+        return Err(Failure::new(
+            Kind::Config,
+            anyhow!("tidings pg needs --store postgres://... (or TIDINGS_STORE)"),
+        ));
     };
     let mut options = PostgresOptions::new(url);
     if let Some(schema) = args.pg_schema {
         options = options.schema(schema);
     }
-    let mut client = connect_migrated(&options)
-        .await
-        .context("connecting to the PostgreSQL store")?;
+    let mut client = connect_migrated(&options).await.map_err(|e| {
+        Failure::new(
+            Kind::Store,
+            anyhow::Error::new(e).context("connecting to the PostgreSQL store"),
+        )
+    })?;
     let schema = &options.schema;
     match args.command {
         PgCommand::Watch(w) => {
@@ -84,18 +101,23 @@ pub async fn run(args: PgArgs) -> anyhow::Result<()> {
                 kind: w.kind,
                 private: w.private,
             };
-            let table = watch::watch(&mut client, schema, &spec).await?;
+            let table = watch::watch(&mut client, schema, &spec)
+                .await
+                .map_err(failed)?;
             println!("watching {table}: events on {}", spec.topic);
         }
         PgCommand::Unwatch { table } => {
-            if watch::unwatch(&mut client, schema, &table).await? {
+            if watch::unwatch(&mut client, schema, &table)
+                .await
+                .map_err(failed)?
+            {
                 println!("no longer watching {table}");
             } else {
                 println!("{table} was not watched");
             }
         }
         PgCommand::Watches => {
-            for w in watch::watches(&client, schema).await? {
+            for w in watch::watches(&client, schema).await.map_err(failed)? {
                 let changed = if w.when_changed.is_empty() {
                     String::new()
                 } else {

@@ -19,10 +19,12 @@ use crate::ingest::{WebhookConfig, Webhooks};
 use crate::net::ServeOptions;
 
 mod edge;
+mod ops;
 
 use crate::ingest::webhook::read_secret;
 pub use edge::{EdgeArgs, EdgeConfig};
 use edge::{TextList, TextOrNumber};
+pub use ops::{OpsArgs, OpsConfig};
 
 /// Where events are stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -195,6 +197,8 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// Webhooks served at `/webhooks/{name}` (the `[webhooks.NAME]` tables of the config file).
     pub webhooks: Webhooks,
+    /// `/metrics` and `/stats` access, readiness.
+    pub ops: OpsConfig,
 }
 
 impl Config {
@@ -216,6 +220,7 @@ impl Config {
             subscription_events: false,
             edge: EdgeConfig::default(),
             webhooks: Webhooks::default(),
+            ops: OpsConfig::default(),
         }
     }
 
@@ -234,6 +239,36 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 15s, 500ms, 7d)"))
 }
 
+/// An address to listen on, as people write it: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (the
+/// host's first address, `localhost` included) or `:PORT` (every IPv4 interface).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let example =
+        "expected IP:PORT, HOST:PORT or :PORT (e.g. 127.0.0.1:8080, localhost:8080, :8080)";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?}: no port; {example}"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?}: {port:?} is not a port number; {example}"))?;
+    if host.is_empty() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    use std::net::ToSocketAddrs;
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?}: cannot resolve {host:?} ({e}); {example}"))?;
+    // IPv4 first: `localhost` is usually both, and clients try 127.0.0.1 first too.
+    let all: Vec<SocketAddr> = addrs.by_ref().collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: {host:?} has no address; {example}"))
+}
+
 fn parse_durability(s: &str) -> Result<Durability, String> {
     match s {
         "full" => Ok(Durability::Full),
@@ -248,10 +283,13 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (snake_case keys).
     #[arg(long, env = "TIDINGS_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "TIDINGS_LISTEN")]
+    /// Address to listen on: IP:PORT, HOST:PORT (localhost:8080) or :PORT (every interface)
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, env = "TIDINGS_LISTEN", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
-    /// Event store: an SQLite file path (or sqlite:PATH) [default: ./tidings.db].
+    /// Event store: an SQLite file path (or sqlite:PATH); postgres://USER:PASSWORD@HOST/DB for
+    /// a PostgreSQL cluster; redis://[:PASSWORD@]HOST:PORT/DB (or rediss:// for TLS) for a Redis
+    /// cluster. Hubs sharing a PostgreSQL or Redis store form one cluster [default: ./tidings.db].
     #[arg(long, env = "TIDINGS_STORE")]
     pub store: Option<String>,
     /// SQLite durability: full (fsync every group commit) or normal [default: full].
@@ -344,6 +382,8 @@ pub struct ServeArgs {
     pub subscription_events: Option<bool>,
     #[command(flatten)]
     pub edge: EdgeArgs,
+    #[command(flatten)]
+    pub ops: OpsArgs,
     /// JWKS document (file path or http(s) URL) for both roles; keys chosen by `kid`, fetched
     /// again on an unknown `kid`. Algorithm from --jwt-alg [default: RS256].
     #[arg(long, env = "TIDINGS_JWKS")]
@@ -367,7 +407,7 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     store: Option<String>,
     durability: Option<String>,
     pg_schema: Option<String>,
@@ -410,6 +450,8 @@ pub(super) struct FileConfig {
     subscriber_jwks: Option<String>,
     jwt_audience: Option<String>,
     jwt_issuer: Option<String>,
+    metrics_token: Option<String>,
+    ready_stall: Option<String>,
     /// `[webhooks.NAME]` tables (file only: no flag or environment variable).
     #[serde(default)]
     webhooks: std::collections::BTreeMap<String, WebhookConfig>,
@@ -466,6 +508,7 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let edge = std::mem::take(&mut self.edge).resolve(&mut file)?;
+        let ops = std::mem::take(&mut self.ops).resolve(&mut file)?;
         let durability = match self.durability {
             Some(d) => Some(d),
             None => file
@@ -481,6 +524,7 @@ impl ServeArgs {
             .unwrap_or_else(|| "tidings.db".to_owned());
         let mut config = Config::with_store_path("tidings.db");
         config.edge = edge;
+        config.ops = ops;
         config.store = StoreConfig::parse(&store, durability.unwrap_or(Durability::Full))?;
         if durability.is_some() && !matches!(config.store, StoreConfig::Sqlite { .. }) {
             // Checked before anything is opened or bound: a setting that would silently do
@@ -496,7 +540,13 @@ impl ServeArgs {
                 _ => bail!("--pg-schema applies to a PostgreSQL store (--store postgres://...)"),
             }
         }
-        if let Some(listen) = self.listen.or(file.listen) {
+        let file_listen = file
+            .listen
+            .as_deref()
+            .map(parse_listen)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("config key listen: {e}"))?;
+        if let Some(listen) = self.listen.or(file_listen) {
             config.listen = listen;
         }
         let heartbeat = self

@@ -1,9 +1,11 @@
-//! Operations endpoints: `GET /healthz` and `GET /stats`.
+//! Operations endpoints: `GET /healthz` (alive), `GET /readyz` (ready for traffic), `GET /stats`
+//! (and `GET /metrics`, in [`super::metrics`]), with the optional token that guards the last two.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -23,17 +25,54 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     };
     match reason {
         None => Json(json!({ "status": "ok" })).into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "degraded", "reason": reason })),
-        )
-            .into_response(),
+        Some(reason) => unavailable("degraded", &reason),
     }
+}
+
+fn unavailable(status: &str, reason: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": status, "reason": reason })),
+    )
+        .into_response()
+}
+
+/// `GET /readyz`: 200 `{"status":"ready","lag":N}` when this node can serve subscribers: the
+/// store answers, its links are up, and its delivery follows the log (it may lag, but it moves).
+/// 503 `{"status":"unready","reason":...}` when not, in particular when the log's head moved on
+/// and this node's fan-out has not followed for longer than `--ready-stall`: a node that stopped
+/// delivering (after a failover, say) while its health stays green.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let (lag, stalled) = match state.hub.lag().await {
+        Ok(lag) => lag,
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            return unavailable("unready", "the event store does not answer");
+        }
+    };
+    if let Err(reason) = state.hub.store_health() {
+        return unavailable("unready", &reason);
+    }
+    if lag > 0 && stalled > state.ops.ready_stall {
+        let reason = format!(
+            "delivery is stalled: {lag} committed events not delivered by this node for {}s",
+            stalled.as_secs()
+        );
+        tracing::warn!(
+            lag,
+            stalled_secs = stalled.as_secs(),
+            "not ready: delivery stalled"
+        );
+        return unavailable("unready", &reason);
+    }
+    Json(json!({ "status": "ready", "lag": lag })).into_response()
 }
 
 /// `GET /stats`: subscribers, topics, stored events and counters.
 pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let s = state.hub.stats().await?;
+    let m = state.hub.metrics();
+    use tidings_core::metrics::Transport;
     Ok(Json(json!({
         "subscribers": s.subscribers,
         "subscribed_topics": s.subscribed_topics,
@@ -43,6 +82,31 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
         "published": s.published,
         "delivered": s.delivered,
         "slow_disconnects": s.slow_disconnects,
+        "streams": m.subscribers(Transport::Stream),
+        "polls": m.subscribers(Transport::Poll),
+        "connections": state.connections.open(),
     }))
     .into_response())
+}
+
+/// Guards `/metrics` and `/stats` with `--metrics-token` when one is set: the request must carry
+/// `Authorization: Bearer TOKEN` (compared in constant time).
+pub async fn require_ops_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.ops.metrics_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        use subtle::ConstantTimeEq;
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Err(ApiError::OpsToken);
+        }
+    }
+    Ok(next.run(request).await)
 }

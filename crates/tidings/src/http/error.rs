@@ -60,6 +60,11 @@ pub enum ApiError {
          retry after the time in Retry-After"
     )]
     SubscriptionRateLimited { retry_after: Duration },
+    /// `/metrics` or `/stats` without the operators' token (`--metrics-token`).
+    #[error(
+        "this endpoint needs the metrics token: send Authorization: Bearer TOKEN (--metrics-token)"
+    )]
+    OpsToken,
     #[error("internal error")]
     Internal(String),
 }
@@ -79,7 +84,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unverified(_) => StatusCode::UNAUTHORIZED,
+            Self::Unverified(_) | Self::OpsToken => StatusCode::UNAUTHORIZED,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -138,9 +143,13 @@ impl IntoResponse for ApiError {
         let mut reason = self.to_string();
         reason.retain(|c| c != '\n' && c != '\r');
         reason.push('\n');
+        // Every answer carries the Mercure discovery header, refusals included.
         let mut response = (
             self.status(),
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                super::link_header(),
+            ],
             reason,
         )
             .into_response();
@@ -149,6 +158,7 @@ impl IntoResponse for ApiError {
             Self::Unauthorized(crate::auth::AuthError::Missing) => Some("Bearer"),
             Self::Unauthorized(_) => Some("Bearer error=\"invalid_token\""),
             Self::Forbidden(_) => Some("Bearer error=\"insufficient_scope\""),
+            Self::OpsToken => Some("Bearer"),
             _ => None,
         };
         if let Self::TooManyConnections { retry_after }

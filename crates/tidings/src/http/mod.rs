@@ -18,6 +18,7 @@ pub mod error;
 pub mod form;
 pub mod host;
 pub mod json;
+pub mod metrics;
 pub mod poll;
 pub mod presence;
 pub mod publish;
@@ -46,6 +47,10 @@ pub struct AppState {
     pub selectors: tidings_core::selector::SelectorCache,
     /// What the live subscriptions of each client address hold.
     pub selector_budget: Arc<crate::net::SelectorBudget>,
+    /// The open connections (counted by the accept loop).
+    pub connections: Arc<crate::net::ConnectionLimits>,
+    /// Access to `/metrics` and `/stats`, readiness.
+    pub ops: crate::config::OpsConfig,
 }
 
 /// The Mercure discovery header, relative to the request's origin.
@@ -56,6 +61,7 @@ pub fn link_header() -> (HeaderName, &'static str) {
 /// All routes.
 pub fn router(state: Arc<AppState>) -> Router {
     let publish_rate = axum::middleware::from_fn_with_state(state.clone(), rate::limit_publish);
+    let ops_token = axum::middleware::from_fn_with_state(state.clone(), admin::require_ops_token);
     Router::new()
         .route(
             "/.well-known/mercure",
@@ -77,7 +83,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/webhooks/{name}", post(crate::ingest::receive))
         .route("/healthz", get(admin::healthz))
-        .route("/stats", get(admin::stats))
+        .route("/readyz", get(admin::readyz))
+        .route("/stats", get(admin::stats.layer(ops_token.clone())))
+        .route("/metrics", get(metrics::metrics.layer(ops_token)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -399,8 +399,20 @@ fn parse_json_event(value: serde_json::Value, limits: &Limits) -> Result<NewEven
     };
     let topic = map.remove("topic");
     let topics = map.remove("topics");
-    let rest: PathEvent = serde_json::from_value(serde_json::Value::Object(map))
-        .map_err(|e| ApiError::bad(format!("invalid event: {e}")))?;
+    let rest: PathEvent = serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+        let e = e.to_string();
+        // serde lists the fields of `PathEvent` only; an event also has its topics.
+        match e
+            .strip_prefix("unknown field ")
+            .and_then(|r| r.split(',').next())
+        {
+            Some(field) => ApiError::bad(format!(
+                "invalid event: unknown field {field}; the fields are topic (or topics), \
+                     type, data, id, private and retry"
+            )),
+            None => ApiError::bad(format!("invalid event: {e}")),
+        }
+    })?;
     let topic: Option<OneOrMany> = topic
         .map(serde_json::from_value)
         .transpose()

@@ -99,7 +99,7 @@ impl Listener {
                     message = messages.recv() => match message {
                         Some(Ok(AsyncMessage::Notification(n))) => self.notified(&n),
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => break e.to_string(),
+                        Some(Err(e)) => break super::pg_reason(&e),
                         None => break "the connection closed".to_owned(),
                     },
                     _ = sweep.tick() => self.drain.request(),

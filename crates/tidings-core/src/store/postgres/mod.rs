@@ -124,8 +124,14 @@ impl Drop for PostgresLog {
 /// A PostgreSQL error with the server's message when there is one, else with its causes (a
 /// TLS handshake failure says why).
 fn pg(e: tokio_postgres::Error) -> LogError {
+    LogError::Storage(pg_reason(&e))
+}
+
+/// A PostgreSQL error in one line with the server's own reason (`db error` alone says nothing):
+/// the server's message when it sent one, else the chain of causes.
+pub(crate) fn pg_reason(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        return LogError::Storage(format!("{db}"));
+        return format!("{db}");
     }
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(&e);
@@ -136,7 +142,7 @@ fn pg(e: tokio_postgres::Error) -> LogError {
         }
         cause = c.source();
     }
-    LogError::Storage(text)
+    text
 }
 
 fn check_schema(schema: &str) -> Result<(), LogError> {

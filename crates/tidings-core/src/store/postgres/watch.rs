@@ -48,7 +48,7 @@ pub struct Watch {
 }
 
 fn invalid(msg: impl Into<String>) -> LogError {
-    LogError::Storage(msg.into())
+    LogError::Invalid(msg.into())
 }
 
 /// `name` as a quoted SQL identifier.
