@@ -14,7 +14,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging(cli.log_format);
+    // The hub logs what it does; the client commands speak for themselves on stdout and log
+    // only what goes wrong.
+    let quiet = !matches!(cli.command, Command::Serve(_));
+    logging(cli.log_format, if quiet { "warn" } else { "info" });
     // On one CPU (e.g. pinned with taskset) the single-threaded scheduler does the same work
     // with less overhead per task switch; otherwise one worker per CPU.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -37,11 +40,11 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr: text (coloured only on a terminal, and never with `NO_COLOR`) or JSON lines.
-/// `RUST_LOG` picks what is logged (default `info`); PostgreSQL's notices (`schema ... already
+/// `RUST_LOG` picks what is logged (default `level`); PostgreSQL's notices (`schema ... already
 /// exists, skipping`) are left out unless asked for.
-fn logging(format: LogFormat) {
+fn logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},tokio_postgres=warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

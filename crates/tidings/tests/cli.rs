@@ -164,8 +164,8 @@ async fn tail_replays_from_earliest_and_follows_live_events() {
     assert_eq!(
         got,
         [
-            json!({"id": a, "type": "done", "data": "a"}),
-            json!({"id": b, "type": "done", "data": "b\nc"}),
+            json!({"id": a, "topics": ["cli/t"], "type": "done", "data": "a"}),
+            json!({"id": b, "topics": ["cli/u"], "type": "done", "data": "b\nc"}),
         ]
     );
     assert_ne!(skipped, a);
