@@ -93,7 +93,7 @@ impl App {
         );
         let state = Arc::new(AppState {
             hub: self.hub.clone(),
-            limits: crate::config::Limits {
+            limits: http::Limits {
                 body_idle: self.config.edge.header_read_timeout,
                 body_deadline: self.config.edge.body_read_timeout,
                 ..self.config.limits
@@ -117,7 +117,11 @@ impl App {
             connections: limits.clone(),
             ops: self.config.ops.clone(),
         });
-        let router = http::with_edges(http::router(state), &self.config.edge);
+        let router = http::with_edges(
+            http::router(state),
+            &self.config.edge.cors,
+            self.config.edge.allowed_hosts.clone(),
+        );
         let hub = self.hub.clone();
         let signal = async move {
             shutdown.await;

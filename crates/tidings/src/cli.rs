@@ -27,7 +27,8 @@ pub struct Cli {
         env = "TIDINGS_LOG_FORMAT",
         value_enum,
         default_value = "text",
-        global = true
+        global = true,
+        display_order = 1000
     )]
     pub log_format: LogFormat,
     #[command(subcommand)]
@@ -37,9 +38,8 @@ pub struct Cli {
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable lines.
+    // No doc comments on the values: clap then lists them on one line.
     Text,
-    /// One JSON object per line, for log pipelines.
     Json,
 }
 

@@ -24,7 +24,10 @@ mod ops;
 use crate::ingest::webhook::read_secret;
 pub use edge::{EdgeArgs, EdgeConfig};
 use edge::{TextList, TextOrNumber};
-pub use ops::{OpsArgs, OpsConfig};
+pub use ops::OpsArgs;
+// Kept here too for code that names them by their configuration's path.
+pub use crate::http::admin::OpsConfig;
+pub use crate::http::limits::Limits;
 
 /// Where events are stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -131,54 +134,6 @@ fn parse_redis(s: &str) -> anyhow::Result<StoreConfig> {
         format!("{base}?{}", rest.join("&"))
     };
     Ok(StoreConfig::Redis { url, prefix })
-}
-
-/// Limits on what clients may send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest request body, in bytes.
-    pub max_body: usize,
-    /// Most topics on one event.
-    pub max_topics: usize,
-    /// Most events in one JSON batch.
-    pub max_batch: usize,
-    /// Most selectors in one subscription.
-    pub max_selectors: usize,
-    /// Most bytes of selectors (their decoded text, summed) in one subscription.
-    pub max_selector_bytes: usize,
-    /// Most pattern selectors (`*`, URI templates, URL patterns) in one subscription.
-    pub max_patterns: usize,
-    /// Most bytes of distinct pattern selectors held by the live subscriptions of one client
-    /// address (a pattern held by several counts once).
-    pub max_pattern_bytes_per_ip: usize,
-    /// Most distinct pattern selectors held by the live subscriptions of one client address.
-    pub max_patterns_per_ip: usize,
-    /// Longest long-poll wait.
-    pub max_wait: Duration,
-    /// Longest pause between two pieces of a request body (408 after it); the server sets it
-    /// to the header-read timeout.
-    pub body_idle: Duration,
-    /// Longest time a whole request body may take, however it trickles (408 after it); the
-    /// server sets it to the body-read timeout.
-    pub body_deadline: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_body: 1 << 20,
-            max_topics: 64,
-            max_batch: 1000,
-            max_selectors: 100,
-            max_selector_bytes: 16 << 10,
-            max_patterns: 20,
-            max_pattern_bytes_per_ip: 64 << 10,
-            max_patterns_per_ip: 100,
-            max_wait: Duration::from_secs(60),
-            body_idle: Duration::from_secs(10),
-            body_deadline: Duration::from_secs(60),
-        }
-    }
 }
 
 /// The validated configuration of `tidings serve`.
@@ -349,11 +304,13 @@ pub struct ServeArgs {
     /// at most 4 GiB].
     #[arg(long, env = "TIDINGS_QUEUE_BUDGET")]
     pub queue_budget: Option<usize>,
-    /// JWT key for both publishers and subscribers: an HMAC secret (32 bytes or more) or a PEM
-    /// public key; `@PATH` reads it from a file.
+    /// JWT key for both publishers and subscribers: an HMAC secret (32 bytes or more, e.g.
+    /// `openssl rand -hex 32`) or a PEM public key; `@PATH` reads it from a file. Without any
+    /// key the hub runs in an open development mode: anyone may publish.
     #[arg(long, env = "TIDINGS_JWT_KEY", hide_env_values = true)]
     pub jwt_key: Option<String>,
-    /// Algorithm of --jwt-key [default: HS256].
+    /// Algorithm of --jwt-key: HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512,
+    /// ES256, ES384 or EdDSA [default: HS256].
     #[arg(long, env = "TIDINGS_JWT_ALG")]
     pub jwt_alg: Option<String>,
     /// JWT key for publishers (overrides --jwt-key); without any, publishing is open (dev mode).
@@ -686,6 +643,20 @@ mod tests {
     use crate::http::cors::CorsOrigins;
     use crate::http::host::AllowedHosts;
     use crate::http::rate::PublishRate;
+
+    #[test]
+    fn listen_takes_the_addresses_people_write() {
+        let at = |s: &str| parse_listen(s).map(|a| a.to_string());
+        assert_eq!(at("127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(at("[::1]:8080").unwrap(), "[::1]:8080");
+        assert_eq!(at(":8080").unwrap(), "0.0.0.0:8080");
+        assert_eq!(at("localhost:8080").unwrap(), "127.0.0.1:8080");
+        assert!(at("8080").unwrap_err().contains("no port"));
+        assert!(at("localhost:http")
+            .unwrap_err()
+            .contains("not a port number"));
+        assert!(at(":99999").is_err());
+    }
 
     #[test]
     fn defaults_are_the_embedded_hub_on_8080() {

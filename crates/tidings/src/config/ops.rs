@@ -1,39 +1,12 @@
-//! The operator's settings: who may read `/metrics` and `/stats`, and when a node stops being
-//! ready.
+//! The operator's flags: who may read `/metrics` and `/stats`, and when a node stops being
+//! ready (resolved into [`OpsConfig`], which the HTTP layer reads).
 
 use std::time::Duration;
 
 use anyhow::bail;
 
 use super::{file_duration, parse_duration, FileConfig};
-
-/// How the hub serves its operators.
-#[derive(Clone, PartialEq, Eq)]
-pub struct OpsConfig {
-    /// When set, `/metrics` and `/stats` answer only requests bearing this token.
-    pub metrics_token: Option<String>,
-    /// `/readyz` answers 503 once this node's fan-out has stayed behind the log's head, without
-    /// moving, for longer than this.
-    pub ready_stall: Duration,
-}
-
-impl std::fmt::Debug for OpsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpsConfig")
-            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
-            .field("ready_stall", &self.ready_stall)
-            .finish()
-    }
-}
-
-impl Default for OpsConfig {
-    fn default() -> Self {
-        Self {
-            metrics_token: None,
-            ready_stall: Duration::from_secs(10),
-        }
-    }
-}
+use crate::http::admin::OpsConfig;
 
 const OPS_HEADING: &str = "Operations";
 

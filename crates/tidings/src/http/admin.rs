@@ -2,6 +2,7 @@
 //! (and `GET /metrics`, in [`super::metrics`]), with the optional token that guards the last two.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -12,6 +13,34 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::AppState;
+
+/// How the hub serves its operators.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpsConfig {
+    /// When set, `/metrics` and `/stats` answer only requests bearing this token.
+    pub metrics_token: Option<String>,
+    /// `/readyz` answers 503 once this node's fan-out has stayed behind the log's head, without
+    /// moving, for longer than this.
+    pub ready_stall: Duration,
+}
+
+impl std::fmt::Debug for OpsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsConfig")
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
+            .field("ready_stall", &self.ready_stall)
+            .finish()
+    }
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self {
+            metrics_token: None,
+            ready_stall: Duration::from_secs(10),
+        }
+    }
+}
 
 /// `GET /healthz`: 200 `{"status":"ok"}` when the store answers and its links are up; 503
 /// `{"status":"degraded","reason":...}` otherwise.

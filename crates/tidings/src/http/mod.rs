@@ -9,8 +9,8 @@ use axum::Router;
 use tidings_core::hub::Hub;
 
 use crate::auth::Auth;
-use crate::config::{EdgeConfig, Limits};
 use error::ApiError;
+pub use limits::Limits;
 
 pub mod admin;
 pub mod cors;
@@ -18,6 +18,7 @@ pub mod error;
 pub mod form;
 pub mod host;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod poll;
 pub mod presence;
@@ -50,7 +51,7 @@ pub struct AppState {
     /// The open connections (counted by the accept loop).
     pub connections: Arc<crate::net::ConnectionLimits>,
     /// Access to `/metrics` and `/stats`, readiness.
-    pub ops: crate::config::OpsConfig,
+    pub ops: admin::OpsConfig,
 }
 
 /// The Mercure discovery header, relative to the request's origin.
@@ -94,12 +95,16 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Wraps `router` in the browser and network edges: CORS, then (outermost) the Host check (one
 /// Host header, and on the allow-list when there is one), so a request for a foreign host is
 /// refused before anything else looks at it.
-pub fn with_edges(mut router: Router, edge: &EdgeConfig) -> Router {
-    if let Some(cors) = edge.cors.layer() {
+pub fn with_edges(
+    mut router: Router,
+    cors: &cors::CorsOrigins,
+    allowed_hosts: Option<host::AllowedHosts>,
+) -> Router {
+    if let Some(cors) = cors.layer() {
         router = router.layer(cors);
     }
     router.layer(axum::middleware::from_fn_with_state(
-        edge.allowed_hosts.clone().map(Arc::new),
+        allowed_hosts.map(Arc::new),
         host::check_host,
     ))
 }

@@ -14,9 +14,9 @@ use tidings_core::event::{EventId, EventType, NewEvent, Topic};
 
 use super::cors::CorsOrigins;
 use super::error::ApiError;
+use super::Limits;
 use super::{form, json, link_header, AppState};
 use crate::auth::{may_publish, Grant};
-use crate::config::Limits;
 
 /// `POST /.well-known/mercure`.
 pub async fn publish(

@@ -20,8 +20,8 @@ use tidings_core::selector::{PatternKey, Selector, SelectorCache};
 
 use super::error::ApiError;
 use super::rate::Publisher;
+use super::Limits;
 use super::{form, link_header, presence, AppState};
-use crate::config::Limits;
 use crate::net::{client_key, LiveStream, SelectorGuard, Takeover};
 
 /// Most `type` and `until` parameters in one request.
