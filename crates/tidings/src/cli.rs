@@ -261,8 +261,9 @@ pub async fn tail(args: TailArgs) -> Result<(), Failure> {
             Ok(page) => page,
             Err(e) => {
                 failures += 1;
+                let from = after.as_deref().unwrap_or("now");
                 eprintln!(
-                    "tidings tail: the answer was cut ({}); retrying",
+                    "tidings tail: the answer was cut ({}); resuming after {from}",
                     error_chain(&e)
                 );
                 continue;

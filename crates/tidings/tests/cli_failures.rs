@@ -382,3 +382,90 @@ fn rand_ish() -> u64 {
         .unwrap()
         .subsec_nanos() as u64
 }
+
+/// Starts `tidings serve` on `listen` with the store `x.db` in `dir`; returns it and its address.
+async fn serve(dir: &std::path::Path, listen: &str) -> (tokio::process::Child, String) {
+    let mut command = tidings(dir);
+    command.args(["serve", "--listen", listen, "--store", "x.db"]);
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = within(WAIT, "the listening line", lines.next_line())
+            .await
+            .unwrap()
+            .expect("a log line");
+        if let Some(addr) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+        {
+            break addr.to_owned();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// The hub restarts under a running `tail`: it says so in plain words (the id it resumes
+/// after, no `Some(...)`) and prints the next event, none lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_says_when_it_reconnects_and_resumes_after_the_last_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, addr) = serve(dir.path(), "127.0.0.1:0").await;
+    let hub = format!("http://{addr}");
+    let publish = |data: &'static str| {
+        let mut command = tidings(dir.path());
+        command.args([
+            "publish", "--hub", &hub, "--topic", "jobs/1", "--data", data,
+        ]);
+        command
+    };
+    let mut tail = tidings(dir.path());
+    tail.args([
+        "tail",
+        "--hub",
+        &hub,
+        "--topic",
+        "jobs/{id}",
+        "--count",
+        "2",
+    ]);
+    tail.args(["--last-event-id", "earliest"]);
+    let mut tail = tail.spawn().unwrap();
+    let out = run(publish("before")).await;
+    let before = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let stdout = tail.stdout.take().unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut printed = tokio::io::BufReader::new(stdout).lines();
+    let line = within(WAIT, "the first event", printed.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["id"], before.as_str());
+
+    first.kill().await.unwrap();
+    first.wait().await.unwrap();
+    let (_second, again) = serve(dir.path(), &addr).await;
+    assert_eq!(again, addr);
+    run(publish("after")).await;
+    let line = within(WAIT, "the event after the restart", printed.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["data"], "after");
+    assert_eq!(event["topics"], json!(["jobs/1"]));
+    let output = within(WAIT, "tail --count 2", tail.wait_with_output())
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("resuming after {before}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Some("), "{stderr}");
+}

@@ -145,17 +145,18 @@ fn to_i64(n: u64) -> i64 {
 
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut subscribers = e.encode_descriptor(
-            "tidings_subscribers",
-            "Subscribers connected now, by transport.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (transport, n) in [("stream", self.streams), ("poll", self.polls)] {
-            ConstGauge::new(to_i64(n))
-                .encode(subscribers.encode_family(&[("transport", transport)])?)?;
+        {
+            let mut subscribers = e.encode_descriptor(
+                "tidings_subscribers",
+                "Subscribers connected now, by transport.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (transport, n) in [("stream", self.streams), ("poll", self.polls)] {
+                ConstGauge::new(to_i64(n))
+                    .encode(subscribers.encode_family(&[("transport", transport)])?)?;
+            }
         }
-        drop(subscribers);
         gauge(
             &mut e,
             "tidings_connections",
