@@ -116,6 +116,10 @@ fn words(line: &str) -> Vec<String> {
 
 /// The arguments the `tidings` binary receives from a README line, when it runs it.
 fn tidings_args(line: &str) -> Option<Vec<String>> {
+    // Other commands (curl with a JSON body over several lines, say) are not split at all.
+    if !(line.starts_with("tidings ") || line.starts_with("cargo run")) {
+        return None;
+    }
     let words = words(line);
     let args: Vec<String> = match words.first().map(String::as_str) {
         Some("tidings") => words[1..].to_vec(),
