@@ -564,13 +564,19 @@ async fn an_hmac_hub_refuses_rs256_tokens_and_a_short_secret_refuses_to_start() 
     let reply = publish_as(&hub, Some(&token), &[("topic", "a")]).await;
     assert_unauthorized(&reply, "RS256 token at an HS256 hub");
 
-    // An HMAC secret under 32 bytes is a start-up error, not a weak hub.
-    let weak = spawn_hub_with(|c| c.auth.publisher = hmac("only 31 bytes long, 0123456789x")).await;
-    let err = weak
-        .shutdown()
-        .await
-        .expect_err("a hub with a 31-byte HMAC secret started");
+    // An HMAC secret under 32 bytes is a start-up error, not a weak hub, found before the
+    // store is created.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tidings::Config::with_store_path(dir.path().join("t.db"));
+    config.auth.publisher = hmac("only 31 bytes long, 0123456789x");
+    let Err(err) = tidings::App::build(config).await else {
+        panic!("a hub with a 31-byte HMAC secret started");
+    };
     assert!(format!("{err:#}").contains("32 bytes"), "{err:#}");
+    assert!(
+        !dir.path().join("t.db").exists(),
+        "the store was created first"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
