@@ -19,10 +19,12 @@ use crate::ingest::{WebhookConfig, Webhooks};
 use crate::net::ServeOptions;
 
 mod edge;
+mod protocol;
 
 use crate::ingest::webhook::read_secret;
 pub use edge::{EdgeArgs, EdgeConfig};
 use edge::{TextList, TextOrNumber};
+pub use protocol::{ProtocolArgs, ProtocolConfig};
 
 /// Where events are stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -195,6 +197,8 @@ pub struct Config {
     pub edge: EdgeConfig,
     /// Webhooks served at `/webhooks/{name}` (the `[webhooks.NAME]` tables of the config file).
     pub webhooks: Webhooks,
+    /// TLS, HTTP/2.
+    pub protocol: ProtocolConfig,
 }
 
 impl Config {
@@ -216,6 +220,7 @@ impl Config {
             subscription_events: false,
             edge: EdgeConfig::default(),
             webhooks: Webhooks::default(),
+            protocol: ProtocolConfig::default(),
         }
     }
 
@@ -226,6 +231,9 @@ impl Config {
             write_stall_timeout: self.edge.write_stall_timeout,
             send_buffer: self.edge.send_buffer,
             grace: self.shutdown_grace,
+            h2c: self.protocol.h2c,
+            max_concurrent_streams: self.protocol.max_concurrent_streams,
+            heartbeat: self.hub.heartbeat,
         }
     }
 }
@@ -344,6 +352,8 @@ pub struct ServeArgs {
     pub subscription_events: Option<bool>,
     #[command(flatten)]
     pub edge: EdgeArgs,
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
     /// JWKS document (file path or http(s) URL) for both roles; keys chosen by `kid`, fetched
     /// again on an unknown `kid`. Algorithm from --jwt-alg [default: RS256].
     #[arg(long, env = "TIDINGS_JWKS")]
@@ -410,6 +420,12 @@ pub(super) struct FileConfig {
     subscriber_jwks: Option<String>,
     jwt_audience: Option<String>,
     jwt_issuer: Option<String>,
+    // TLS and HTTP/2 (protocol.rs).
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_reload_every: Option<String>,
+    h2c: Option<bool>,
+    max_concurrent_streams: Option<u32>,
     /// `[webhooks.NAME]` tables (file only: no flag or environment variable).
     #[serde(default)]
     webhooks: std::collections::BTreeMap<String, WebhookConfig>,
@@ -466,6 +482,7 @@ impl ServeArgs {
             None => FileConfig::default(),
         };
         let edge = std::mem::take(&mut self.edge).resolve(&mut file)?;
+        let protocol = std::mem::take(&mut self.protocol).resolve(&mut file)?;
         let durability = match self.durability {
             Some(d) => Some(d),
             None => file
@@ -481,6 +498,7 @@ impl ServeArgs {
             .unwrap_or_else(|| "tidings.db".to_owned());
         let mut config = Config::with_store_path("tidings.db");
         config.edge = edge;
+        config.protocol = protocol;
         config.store = StoreConfig::parse(&store, durability.unwrap_or(Durability::Full))?;
         if durability.is_some() && !matches!(config.store, StoreConfig::Sqlite { .. }) {
             // Checked before anything is opened or bound: a setting that would silently do
