@@ -596,3 +596,68 @@ async fn garbage_on_the_tls_and_h2c_ports_leaves_the_hub_serving() {
     assert!(https.get("/healthz").await.status.is_success());
     assert!(plain.get("/healthz").await.status.is_success());
 }
+
+/// Whether `program` runs (`program --version`).
+fn runs(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_opens_twenty_event_sources_over_https_and_each_receives_every_event() {
+    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser_h2");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing: Vec<&str> = [("node", runs("node")), ("chromium", runs(&chromium))]
+        .into_iter()
+        .filter_map(|(name, ok)| (!ok).then_some(name))
+        .collect();
+    if !missing.is_empty() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true and {missing:?} missing: install them (apt-get install chromium nodejs npm)");
+        }
+        eprintln!("SKIPPED: the Chromium test needs {missing:?}; install them to run it");
+        return;
+    }
+    if !folder.join("node_modules/playwright-core").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&folder)
+            .status()
+            .expect("run npm ci");
+        assert!(status.success(), "npm ci in {} failed", folder.display());
+    }
+    let ca = TestCa::new();
+    let hub = tls_hub(&ca.leaf("browser"), Duration::from_secs(60), |_| {}).await;
+    let output = within(
+        Duration::from_secs(60),
+        "the Chromium script",
+        tokio::process::Command::new("node")
+            .arg(folder.join("twenty_streams.mjs"))
+            .arg(format!("https://127.0.0.1:{}", hub.hub.addr.port()))
+            .args(["20", "5"])
+            .env("CHROMIUM", &chromium)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Chromium script failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    let seen: serde_json::Value = serde_json::from_str(line).expect("the script's JSON line");
+    assert_eq!(seen["protocol"], "h2", "{seen}");
+    assert_eq!(seen["opened"], 20, "every EventSource opened: {seen}");
+    let published = seen["published"].as_array().expect("published ids");
+    assert_eq!(published.len(), 5, "{seen}");
+    let received = seen["received"].as_array().expect("received ids");
+    assert_eq!(received.len(), 20);
+    for (i, ids) in received.iter().enumerate() {
+        assert_eq!(ids.as_array(), Some(published), "stream {i}: {seen}");
+    }
+}
