@@ -437,7 +437,9 @@ mod tests {
             (u.host.as_str(), u.port, u.target.as_str()),
             ("::1", 9000, "/?x=1")
         );
-        assert!(Url::parse("https://x").is_err());
+        let tls = Url::parse("https://x/").unwrap();
+        assert!(tls.tls && tls.port == 443, "{tls:?}");
+        assert!(Url::parse("ftp://x").is_err());
     }
 
     #[test]
