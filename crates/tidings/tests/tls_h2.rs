@@ -661,3 +661,104 @@ async fn chromium_opens_twenty_event_sources_over_https_and_each_receives_every_
         assert_eq!(ids.as_array(), Some(published), "stream {i}: {seen}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_http2_stream_counts_in_the_connection_limits() {
+    // Three per address: the connection and two streams; the third stream is refused.
+    let hub = spawn_hub_with(|c| c.edge.max_connections_per_ip = Some(3)).await;
+    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let mut conn = h2_connection(tcp, None).await;
+    let authority = hub.addr.to_string();
+    let path = "/.well-known/mercure?topic=limits";
+    let first = h2_get(&mut conn, &authority, path, &[]).await;
+    let second = h2_get(&mut conn, &authority, path, &[]).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = h2_get(&mut conn, &authority, path, &[]).await;
+    assert_eq!(third.status(), 429);
+    let reason = third
+        .into_body()
+        .collect()
+        .await
+        .expect("a body")
+        .to_bytes();
+    assert!(!reason.is_empty() && !reason[..reason.len() - 1].contains(&b'\n'));
+    // A stream that ends gives its slot back.
+    drop(first);
+    within(WAIT, "the slot to come back", async {
+        loop {
+            let again = h2_get(&mut conn, &authority, path, &[]).await;
+            if again.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_http2_streams_so_clients_resume() {
+    let hub = spawn_hub_with(|_| {}).await;
+    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let mut conn = h2_connection(tcp, None).await;
+    let authority = hub.addr.to_string();
+    let response = h2_get(&mut conn, &authority, "/.well-known/mercure?topic=bye", &[]).await;
+    let mut sse = h2_sse(response);
+    let id = hub.publish("bye", "last").await;
+    assert_eq!(sse.next().await.id, id);
+    let stopping = tokio::spawn(hub.shutdown());
+    // The stream ends cleanly (END_STREAM, not a reset), and the hub finishes shutting down.
+    assert!(sse.expect_end().await.is_empty());
+    within(WAIT, "the hub to stop", stopping)
+        .await
+        .expect("no panic")
+        .expect("a clean shutdown");
+    // GOAWAY: the connection takes no new stream.
+    let request = hyper::Request::get(format!("http://{authority}/healthz"))
+        .body(Empty::new())
+        .expect("a request");
+    assert!(conn.send_request(request).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_ends_when_its_token_expires() {
+    let hub = spawn_hub_with(|c| {
+        c.auth.subscriber = Some(KeyConfig {
+            algorithm: Algorithm::HS256,
+            key: SUB_SECRET.to_owned(),
+            jwks: None,
+        });
+    })
+    .await;
+    let exp = in_an_hour() - 3600 + 2;
+    let token = hs256(
+        SUB_SECRET,
+        json!({"mercure": {"subscribe": ["*"]}, "exp": exp}),
+    );
+    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let mut conn = h2_connection(tcp, None).await;
+    let authority = hub.addr.to_string();
+    let auth = format!("Bearer {token}");
+    let response = h2_get(
+        &mut conn,
+        &authority,
+        "/.well-known/mercure?topic=exp",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut sse = h2_sse(response);
+    let id = hub.publish("exp", "before expiry").await;
+    assert_eq!(sse.next().await.id, id);
+    assert!(sse.expect_end().await.is_empty(), "ends at exp");
+    // The connection serves on.
+    assert_eq!(
+        h2_get(&mut conn, &authority, "/healthz", &[])
+            .await
+            .status(),
+        200
+    );
+}
