@@ -58,6 +58,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let publish_rate = axum::middleware::from_fn_with_state(state.clone(), rate::limit_publish);
     Router::new()
         .route(
+            "/",
+            get(|| async { axum::response::Html(include_str!("index.html")) }),
+        )
+        .route(
             "/.well-known/mercure",
             get(subscribe::subscribe).post(publish::publish.layer(publish_rate.clone())),
         )

@@ -61,7 +61,11 @@ pub fn hold_patterns(
         // What `SelectorCache::parse_topic` and `parse_url_pattern` would make of them.
         for (name, value) in pairs {
             match name.as_str() {
-                "topic" if value == "*" => patterns.push(PatternKey::Any),
+                "topic" | "match" | "match_exact" | "match_urlpattern" | "matchURLPattern"
+                    if value == "*" =>
+                {
+                    patterns.push(PatternKey::Any)
+                }
                 "topic" if value.contains('{') => patterns.push(PatternKey::Template(value.into())),
                 "match_urlpattern" | "matchURLPattern" => {
                     patterns.push(PatternKey::UrlPattern(value.into(), None))
@@ -126,7 +130,7 @@ fn check_selectors(
         let pattern = match name.as_str() {
             "topic" => value == "*" || value.contains('{'),
             "match_urlpattern" | "matchURLPattern" => true,
-            "match" | "match_exact" => false,
+            "match" | "match_exact" => value == "*",
             _ => continue,
         };
         given += 1;
@@ -218,7 +222,8 @@ pub fn parse_request(
                 last_event_id.get_or_insert(value);
             }
             "latest" => latest = flag(&value)?,
-            "authorization" => token = Some(value),
+            // `access_token` is RFC 6750's (and the 1.0 draft's) name for it.
+            "authorization" | "access_token" => token = Some(value),
             _ => rest.push((name, value)),
         }
     }
