@@ -43,6 +43,10 @@ pub struct Presence {
     pub subscriber: Arc<str>,
     /// The token's `mercure.payload`, as JSON text.
     pub payload: Option<Arc<str>>,
+    /// For a subscriber that used the 1.0 draft's `match` parameters, the matcher type of each
+    /// of its selectors (`exact`, `urlpattern`), in order: its subscriptions are then named and
+    /// described the draft's way. `None`: the stable line's `topic` form.
+    pub match_types: Option<Arc<[&'static str]>>,
 }
 
 /// One active subscription, as listed by [`Fanout::subscriptions`].

@@ -17,7 +17,7 @@ use jsonwebtoken::Algorithm;
 mod claims;
 mod keys;
 
-pub use claims::Grant;
+pub use claims::{Grant, DEFAULT_BASE, DETAIL_TYPES};
 use keys::Verifier;
 
 /// The stable Mercure line's cookie name.
@@ -108,6 +108,7 @@ pub struct Auth {
     subscriber: Option<Verifier>,
     anonymous: bool,
     cookie: String,
+    audience: Option<String>,
 }
 
 impl Auth {
@@ -132,7 +133,13 @@ impl Auth {
                 .context("subscriber JWT key")?,
             anonymous: config.anonymous,
             cookie: config.cookie.clone(),
+            audience: config.audience.clone(),
         })
+    }
+
+    /// The hub's resource identifier (`--jwt-audience`), when configured.
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
     }
 
     /// Whether publishing is open to anyone (no publisher key configured).

@@ -18,6 +18,7 @@ pub mod error;
 pub mod form;
 pub mod host;
 pub mod json;
+pub mod metadata;
 pub mod poll;
 pub mod presence;
 pub mod publish;
@@ -72,7 +73,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
-            get(presence::one),
+            get(presence::pair),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}",
+            get(presence::draft_one),
         )
         .route("/events", get(poll::poll))
         .route(
@@ -82,8 +87,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/{name}", post(crate::ingest::receive))
         .route("/healthz", get(admin::healthz))
         .route("/stats", get(admin::stats))
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(metadata::document),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metadata::challenge,
+        ))
         .with_state(state)
 }
 

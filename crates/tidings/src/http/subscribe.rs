@@ -37,6 +37,8 @@ pub struct Request {
     pub token: Option<String>,
     /// When the subscriber's token expires, seconds since the Unix epoch.
     pub expires_at: Option<u64>,
+    /// Whether the subscriber used the 1.0 draft's `match` parameters.
+    pub draft: bool,
 }
 
 /// The client address of a request served by our accept loop (unspecified otherwise).
@@ -96,9 +98,19 @@ impl Request {
         let subscriber = grant
             .subject
             .unwrap_or_else(|| EventId::generate().to_string());
+        let match_types = self.draft.then(|| {
+            let kinds: Vec<&'static str> = self
+                .interest
+                .selectors
+                .iter()
+                .map(presence::match_type)
+                .collect();
+            kinds.into()
+        });
         self.interest.presence = Some(Presence {
             subscriber: subscriber.into(),
             payload: payload.map(Into::into),
+            match_types,
         });
         Ok(())
     }
@@ -197,6 +209,9 @@ pub fn parse_request(
             "too many type and until parameters: {filters} (at most {MAX_TYPE_FILTERS})"
         )));
     }
+    let draft = pairs
+        .iter()
+        .any(|(n, _)| n.starts_with("match") && path_topic.is_none());
     for (name, value) in pairs {
         match name.as_str() {
             "topic" if path_topic.is_none() => selectors.push(cache.parse_topic(&value)?),
@@ -204,7 +219,15 @@ pub fn parse_request(
                 selectors.push(Selector::parse_exact(&value)?)
             }
             "match_urlpattern" | "matchURLPattern" if path_topic.is_none() => {
-                selectors.push(cache.parse_url_pattern(&value)?)
+                // A relative pattern (the draft's `/.well-known/mercure/subscriptions/...`)
+                // resolves against a base URL, and so do the relative topics it is matched with.
+                let selector = match cache.parse_url_pattern(&value) {
+                    Err(_) if value.starts_with('/') => {
+                        Selector::parse_url_pattern_with_base(&value, crate::auth::DEFAULT_BASE)?
+                    }
+                    other => other?,
+                };
+                selectors.push(selector)
             }
             n if is_selector(n) => {
                 return Err(ApiError::bad(
@@ -260,6 +283,7 @@ pub fn parse_request(
         rest,
         token,
         expires_at: None,
+        draft,
     })
 }
 
