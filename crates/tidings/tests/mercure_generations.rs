@@ -284,6 +284,15 @@ async fn the_wildcard_selects_everything_and_cannot_be_published_to() {
     let reply = publish_with(&hub, &publisher, &[("topic", "*"), ("data", "no")]).await;
     let reason = reply.assert_refused(400, "the topic *");
     assert!(reason.contains("wildcard"), "{reason}");
+    // The hub's namespace is reserved for the events it makes (subscription events).
+    for topic in [
+        "/.well-known/mercure/subscriptions/exact/a/b",
+        "https://hub.example.com/.well-known/%6Dercure/subscriptions/x",
+    ] {
+        publish_with(&hub, &publisher, &[("topic", topic), ("data", "forged")])
+            .await
+            .assert_refused(403, topic);
+    }
     let reply = hub.post_json("/events/*", &json!({"data": "no"})).await;
     assert!(reply.status.is_client_error());
     assert_eq!(

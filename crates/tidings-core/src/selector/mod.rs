@@ -226,11 +226,13 @@ fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
 }
 
 mod cache;
+mod reserved;
 mod template;
 #[cfg(test)]
 mod tests;
 mod url_pattern;
 
 pub use cache::SelectorCache;
+pub use reserved::in_hub_namespace;
 use template::template_regex;
 pub use url_pattern::UrlPatternMatcher;

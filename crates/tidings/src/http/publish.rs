@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use tidings_core::event::{Event, EventId, EventType, NewEvent, Topic};
-use tidings_core::selector::WILDCARD;
+use tidings_core::selector::{in_hub_namespace, WILDCARD};
 
 use super::cors::CorsOrigins;
 use super::error::ApiError;
@@ -33,12 +33,14 @@ pub async fn publish(
     match content_type(&headers).as_str() {
         "application/json" => {
             let (batch, single) = parse_json_publish(&body, limits)?;
+            refuse_hub_namespace(&state, &batch)?;
             authorize(grant.as_ref(), &batch)?;
             let events = state.hub.publish_idempotent(batch).await?;
             Ok(json_ids(&events, single))
         }
         "application/x-www-form-urlencoded" | "" => {
             let event = parse_form_publish(&body, limits, None)?;
+            refuse_hub_namespace(&state, std::slice::from_ref(&event))?;
             authorize(grant.as_ref(), std::slice::from_ref(&event))?;
             // A retry of a stored event (same id, same content) answers its id again.
             let events = state.hub.publish_idempotent(vec![event]).await?;
@@ -85,6 +87,7 @@ pub async fn publish_to_path(
         "application/x-www-form-urlencoded" => parse_form_publish(&body, limits, Some(topic))?,
         other => return Err(ApiError::UnsupportedMediaType(other.to_owned())),
     };
+    refuse_hub_namespace(&state, std::slice::from_ref(&event))?;
     authorize(grant.as_ref(), std::slice::from_ref(&event))?;
     let events = state.hub.publish_idempotent(vec![event]).await?;
     Ok(json_ids(&events, true))
@@ -161,6 +164,28 @@ fn same_or_allowed_origin(state: &AppState, headers: &HeaderMap) -> bool {
         .split_once("://")
         .is_some_and(|(_, authority)| Some(authority) == text(header::HOST));
     same || matches!(&state.cors, CorsOrigins::List(list) if list.iter().any(|p| p.matches(&origin)))
+}
+
+/// The Mercure draft reserves the hub's own namespace (`/.well-known/mercure/...`, resolved
+/// against the hub's URL: `--jwt-audience` when it is one) for events the hub makes, such as
+/// subscription events: no publisher may forge them (403).
+fn refuse_hub_namespace(state: &AppState, events: &[NewEvent]) -> Result<(), ApiError> {
+    let hub = state
+        .auth
+        .audience()
+        .filter(|a| a.starts_with("https://") || a.starts_with("http://"))
+        .unwrap_or(crate::auth::DEFAULT_BASE);
+    let reserved = events
+        .iter()
+        .flat_map(|e| e.topics.iter())
+        .find(|t| in_hub_namespace(t.as_str(), hub));
+    match reserved {
+        Some(topic) => Err(ApiError::Forbidden(format!(
+            "the topic {:?} is in the hub's reserved namespace (/.well-known/mercure)",
+            topic.as_str()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// With a publisher grant (`None`: open development mode), every topic of every event must be
