@@ -8,13 +8,15 @@
 #   scripts/mercure-conformance.sh STABLE_SUITE_DIR [DRAFT_SUITE_DIR]
 #
 # Environment: PORT (random), CHROMIUM (/usr/bin/chromium), WORK (a fresh temporary directory),
-# TIDINGS (target/debug/tidings, built when missing).
+# TIDINGS (a tidings binary; by default target/debug/tidings, built first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { sed -n 2,10p "$0"; exit 2; }
 
-TIDINGS=${TIDINGS:-$PWD/target/debug/tidings}
-[ -x "$TIDINGS" ] || cargo build -p tidings
+if [ -z "${TIDINGS:-}" ]; then
+    cargo build -p tidings
+    TIDINGS=$PWD/target/debug/tidings
+fi
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 [ -x "$CHROMIUM" ] || { echo "no Chromium at $CHROMIUM (apt-get install chromium)" >&2; exit 1; }
 PORT=${PORT:-$((20000 + RANDOM % 20000))}
