@@ -365,13 +365,17 @@ fn data() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A valid topic: not empty, no control characters.
+/// A valid topic: not empty, no control characters, not the reserved wildcard `*`, not in the
+/// hub's reserved namespace (`/.well-known/mercure/...`).
 fn topic() -> impl Strategy<Value = String> {
     prop_oneof![
         "[^\\p{Cc}]{1,16}",
         "https://example\\.com/[a-z0-9{}:*/?#=&%+ ]{0,16}",
-        Just("*".to_owned()),
+        Just("**".to_owned()),
     ]
+    .prop_filter("a publishable topic", |t| {
+        t != "*" && !tidings_core::selector::in_hub_namespace(t, tidings::auth::DEFAULT_BASE)
+    })
 }
 
 /// A valid id prefix (no control characters); a unique suffix is added when publishing.
