@@ -4,11 +4,9 @@
 //! Each refusal names the limit and its value, and changes nothing. Subscribers that share a
 //! pattern all receive what it selects.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{enc, spawn_hub, Reply, WAIT};
+use crate::common::{enc, spawn_hub, Reply, WAIT};
 use reqwest::StatusCode;
 
 /// `topic=` parameters for `n` distinct URI templates, numbered from `from`.
@@ -128,7 +126,7 @@ async fn an_address_past_its_pattern_budget_is_refused_429_until_a_subscription_
 
 #[tokio::test]
 async fn an_address_past_its_pattern_bytes_is_refused_429() {
-    let hub = common::spawn_hub_with(|c| c.limits.max_pattern_bytes_per_ip = 5000).await;
+    let hub = crate::common::spawn_hub_with(|c| c.limits.max_pattern_bytes_per_ip = 5000).await;
     // ~2,000-byte templates, and exact topics as long (not counted per address).
     let template = |c: char| {
         format!(

@@ -1,16 +1,14 @@
 //! The real binary under `kill -9`: every publish the hub acknowledged is replayed after a
 //! restart, in order; and SIGTERM ends the streams and exits cleanly.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::served::Served;
-use common::{client, within, Next, WAIT};
+use crate::common::served::Served;
+use crate::common::{client, within, Next, WAIT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -90,7 +88,7 @@ async fn poll_all(base: &str) -> Vec<Value> {
     loop {
         let url = format!(
             "{base}/events?topic=*&limit=1000&after={}",
-            common::enc(&after)
+            crate::common::enc(&after)
         );
         let page: Value = within(WAIT, "a poll", async {
             client.get(&url).send().await.unwrap().json().await.unwrap()
@@ -189,7 +187,7 @@ async fn acknowledged_events_survive_kill_9_in_order() {
     .await
     .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let mut sse = common::sse_from(response);
+    let mut sse = crate::common::sse_from(response);
     let replayed = sse.take_ids(log.len()).await;
     let want: Vec<String> = log
         .iter()
@@ -235,7 +233,7 @@ async fn sigterm_ends_streams_and_exits_cleanly() {
     )
     .await
     .unwrap();
-    let mut sse = common::sse_from(response);
+    let mut sse = crate::common::sse_from(response);
     let id = within(WAIT, "publishing", async {
         client
             .post(format!("{base}/.well-known/mercure"))

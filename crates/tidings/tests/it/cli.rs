@@ -1,11 +1,9 @@
 //! The client commands of the real binary against a served hub: `tidings publish` and
 //! `tidings tail`.
 
-mod common;
-
 use std::process::{Output, Stdio};
 
-use common::{spawn_hub, within, TestHub, WAIT};
+use crate::common::{spawn_hub, within, TestHub, WAIT};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;

@@ -1,11 +1,9 @@
 //! Subscribing over SSE with a real client: delivery, framing, selectors, the type filter, the
 //! path form, alternate topics, response headers, heartbeats and shutdown.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{enc, spawn_hub, spawn_hub_with, within, Next, WAIT};
+use crate::common::{enc, spawn_hub, spawn_hub_with, within, Next, WAIT};
 use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +60,7 @@ async fn concurrent_publishes_arrive_once_each_in_log_order() {
         acked.extend(within(WAIT, "publishers", t).await.unwrap());
     }
     let got = sub.take_ids(100).await;
-    common::assert_no_duplicates(&got, "stream");
+    crate::common::assert_no_duplicates(&got, "stream");
     assert_eq!(
         got,
         hub.history_ids("topic=*").await,
@@ -160,7 +158,11 @@ async fn type_and_retry_fields_reach_the_client() {
 }
 
 /// Publishes one event per topic, in order, and returns the ids of those in `expected`.
-async fn publish_topics(hub: &common::TestHub, topics: &[&str], expected: &[&str]) -> Vec<String> {
+async fn publish_topics(
+    hub: &crate::common::TestHub,
+    topics: &[&str],
+    expected: &[&str],
+) -> Vec<String> {
     let mut want = Vec::new();
     for t in topics {
         let id = hub.publish(t, t).await;
@@ -200,7 +202,10 @@ async fn uri_template_and_wildcard_selectors() {
     let sentinel = hub.publish("sentinel", "end").await;
 
     let got_any = any.take_ids(topics.len() + 1).await;
-    assert_eq!(got_any, common::ids_of(&hub.history("topic=*").await));
+    assert_eq!(
+        got_any,
+        crate::common::ids_of(&hub.history("topic=*").await)
+    );
     assert_eq!(got_any.last(), Some(&sentinel));
 
     let got_jobs = jobs.take_ids(2).await;
@@ -334,7 +339,7 @@ async fn an_event_on_several_topics_reaches_each_subscriber_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_response_headers() {
     let hub = spawn_hub().await;
-    let check = |sub: &common::Sse, start: &str| {
+    let check = |sub: &crate::common::Sse, start: &str| {
         assert_eq!(sub.status, StatusCode::OK);
         assert_eq!(sub.header("content-type"), "text/event-stream");
         assert_eq!(sub.header("cache-control"), "no-cache");

@@ -6,11 +6,9 @@
 //! N+1st connection; the total limit separately. Limit tests use clients without a connection
 //! pool, so no idle pooled connection holds a slot.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{spawn_hub_with, sse_from, within, Next, Reply, Sse, TestHub, WAIT};
+use crate::common::{spawn_hub_with, sse_from, within, Next, Reply, Sse, TestHub, WAIT};
 use jsonwebtoken::{EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::json;

@@ -6,9 +6,7 @@
 //! `exp` and resumed without loss; and 1,000 subscribers with per-session tokens that never see
 //! another session's events.
 //!
-//! The RSA keys are throwaway fixtures (see `tests/fixtures/README.md`).
-
-mod common;
+//! The RSA keys are throwaway fixtures (see `tests/it/fixtures/README.md`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,7 +20,7 @@ type Rule = (
     &'static [&'static str],
 );
 
-use common::{enc, form, spawn_hub_with, within, Next, Reply, Sse, TestHub, WAIT};
+use crate::common::{enc, form, spawn_hub_with, within, Next, Reply, Sse, TestHub, WAIT};
 use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
@@ -1485,7 +1483,7 @@ async fn private_events_in_the_late_joiner_replay() {
                 for n in never {
                     assert!(!seen.iter().any(|s| s == n), "{what} holds {n}");
                 }
-                common::assert_no_duplicates(&seen, &what);
+                crate::common::assert_no_duplicates(&seen, &what);
             }
         }
     }
@@ -1620,7 +1618,7 @@ async fn a_stream_closes_at_its_tokens_exp_and_resumes_without_loss() {
         }
         received.push(e.id);
     }
-    common::assert_no_duplicates(&received, "across the expiry");
+    crate::common::assert_no_duplicates(&received, "across the expiry");
     assert_eq!(
         received, published,
         "events were lost or reordered across the expiry"
@@ -1856,7 +1854,7 @@ async fn isolation_1000_subscribers_with_per_session_tokens() {
                 .map(|d| format!("subscriber {i} got {d}")),
         );
         let mut got = seen.clone();
-        common::assert_no_duplicates(&got, &format!("subscriber {i}"));
+        crate::common::assert_no_duplicates(&got, &format!("subscriber {i}"));
         got.sort();
         let mut want = expected.remove(i).unwrap_or_default();
         want.sort();

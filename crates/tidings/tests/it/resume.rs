@@ -1,13 +1,11 @@
 //! Resuming a stream: Last-Event-ID (header and query forms) with no gap and no duplicate while
 //! publishers keep publishing, `earliest`, the unknown-id notice, and the late-joiner option.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{enc, spawn_hub, spawn_hub_with, within, Next, TestHub, WAIT};
+use crate::common::{enc, spawn_hub, spawn_hub_with, within, Next, TestHub, WAIT};
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
@@ -21,7 +19,7 @@ enum Via {
 
 /// Opens `base` (a path, with or without a query) resuming after `last` (from `earliest` when
 /// there is none yet), and checks the stream says where it starts.
-async fn open(hub: &TestHub, base: &str, last: Option<&str>, via: Via) -> common::Sse {
+async fn open(hub: &TestHub, base: &str, last: Option<&str>, via: Via) -> crate::common::Sse {
     let sep = if base.contains('?') { "&" } else { "?" };
     let sse = match (last, via) {
         (None, _) => {
@@ -196,7 +194,7 @@ async fn resume_has_no_gap_and_no_duplicate_while_others_publish() {
             got.ids.len(),
             got.reconnects + 1
         );
-        common::assert_no_duplicates(&got.ids, selectors);
+        crate::common::assert_no_duplicates(&got.ids, selectors);
         assert_eq!(got.ids.len(), want.len(), "{selectors}: a gap");
         assert_eq!(got.ids, want, "{selectors}: not in log order");
     }
@@ -472,6 +470,6 @@ async fn a_non_ascii_id_can_be_resumed_with_the_header() {
         "resuming after a stored id: {:?}",
         response.text().await
     );
-    let mut resumed = common::sse_from(response);
+    let mut resumed = crate::common::sse_from(response);
     assert_eq!(resumed.next().await.id, next);
 }

@@ -1,15 +1,13 @@
 //! Operations endpoints: `/healthz` and the `/stats` counters, including that subscribers
 //! which go away are forgotten.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{spawn_hub, within, WAIT};
+use crate::common::{spawn_hub, within, WAIT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn wait_for_subscribers(hub: &common::TestHub, n: u64) -> Value {
+async fn wait_for_subscribers(hub: &crate::common::TestHub, n: u64) -> Value {
     within(WAIT, "the subscriber count", async {
         loop {
             let stats = hub.stats().await;
@@ -42,7 +40,7 @@ async fn health_and_stats_follow_the_hub() {
     let mut one = hub.subscribe("topic=a").await;
     let mut two = hub.subscribe("topic=a&topic=b").await;
     let mut all = hub
-        .subscribe(&format!("topic=*&topic={}", common::enc("x/{y}")))
+        .subscribe(&format!("topic=*&topic={}", crate::common::enc("x/{y}")))
         .await;
     let stats = hub.stats().await;
     assert_eq!(stats["subscribers"], 3, "{stats}");

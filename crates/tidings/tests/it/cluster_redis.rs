@@ -7,15 +7,13 @@
 //! under its own key prefix. Locally the tests skip loudly when it is unreachable; under
 //! CI=true they fail. The restart test runs its own `redis-server` on a free port.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::served::Served;
-use common::*;
+use crate::common::served::Served;
+use crate::common::*;
 use reqwest::StatusCode;
 use tidings::config::StoreConfig;
 

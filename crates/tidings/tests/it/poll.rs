@@ -1,11 +1,9 @@
 //! The polling fallback: `GET /events?topic=..&after=..&limit=..&wait=..` pages, long polls and
 //! the unknown-id notice.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{enc, ids_of, spawn_hub, within, WAIT};
+use crate::common::{enc, ids_of, spawn_hub, within, WAIT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -5,15 +5,13 @@
 //!
 //! Locally each test skips loudly when PostgreSQL is unreachable; under CI=true it fails.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::served::Served;
-use common::*;
+use crate::common::served::Served;
+use crate::common::*;
 use serde_json::Value;
 use tidings::config::StoreConfig;
 use tokio_postgres::NoTls;

@@ -3,13 +3,11 @@
 //! SSE subscribers receive; and the job flow the issue describes, from webhook to a progress
 //! stream that ends at the terminal event, including the page that subscribes after completion.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::{spawn_hub_with, Reply, TestHub};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use common::{spawn_hub_with, Reply, TestHub};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -670,7 +668,7 @@ async fn the_jobs_example_runs_end_to_end() {
         ])
         .kill_on_drop(true)
         .output();
-    let output = common::within(Duration::from_secs(60), "job.py", run)
+    let output = crate::common::within(Duration::from_secs(60), "job.py", run)
         .await
         .expect("python3 runs (the example needs Python 3)");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -1,11 +1,9 @@
 //! Presence (Mercure's active-subscriptions API and subscription events), newer-draft access
 //! tokens (RFC 9068 + RFC 9396 `authorization_details`) and JWKS keys, against a real hub.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -5,11 +5,9 @@
 //! reordering, and the connection must behave like any HTTP/1.1 connection once the stream
 //! ends (kept alive, closed on request, pipelined requests answered).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{spawn_hub_with, within, TestHub, WAIT};
+use crate::common::{spawn_hub_with, within, TestHub, WAIT};
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -358,7 +356,7 @@ async fn the_replay_and_live_frames_meet_without_gap_or_overlap() {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     // Publish live events while the client has not read the replay yet.
     let publisher = {
-        let http = common::HubClient::new(format!("http://{}", hub.addr));
+        let http = crate::common::HubClient::new(format!("http://{}", hub.addr));
         let data = data.clone();
         tokio::spawn(async move {
             let mut ids = Vec::new();
@@ -395,7 +393,7 @@ async fn joiners_during_a_publish_burst_see_every_event_once() {
     let hub = spawn_hub_with(|_| {}).await;
     const N: usize = 300;
     let publisher = {
-        let http = common::HubClient::new(format!("http://{}", hub.addr));
+        let http = crate::common::HubClient::new(format!("http://{}", hub.addr));
         tokio::spawn(async move {
             let mut ids = Vec::new();
             for _ in 0..N {

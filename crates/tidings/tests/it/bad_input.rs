@@ -1,11 +1,9 @@
 //! Bad input: every malformed publish or subscription gets a 4xx with a one-line reason, nothing
 //! is stored, and the hub keeps serving.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{enc, spawn_hub_with, TestHub};
+use crate::common::{enc, spawn_hub_with, TestHub};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -25,7 +23,7 @@ const JSON: Option<&str> = Some("application/json");
 
 /// Asserts that only the event with id `only` (if any) is stored, and the hub still answers.
 async fn assert_nothing_else_stored(hub: &TestHub, only: &[&str]) {
-    let stored = common::ids_of(&hub.history("topic=*").await);
+    let stored = crate::common::ids_of(&hub.history("topic=*").await);
     assert_eq!(stored, only, "refused input was stored");
     let stats = hub.stats().await;
     assert_eq!(stats["events_stored"], only.len(), "{stats}");

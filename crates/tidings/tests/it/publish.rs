@@ -1,9 +1,7 @@
 //! Publishing over HTTP: Mercure form fields, JSON objects and arrays, the path form, and
 //! publisher-supplied ids. What was stored is checked through the polling endpoint.
 
-mod common;
-
-use common::{ids_of, spawn_hub};
+use crate::common::{ids_of, spawn_hub};
 use reqwest::StatusCode;
 use serde_json::json;
 

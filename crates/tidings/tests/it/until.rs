@@ -1,11 +1,9 @@
 //! `until=TYPE`: a stream (or poll page) that ends right after an event of a terminal type, on
 //! every path: live, history replay and the late-joiner replay.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 async fn job(hub: &TestHub, n: u32, kind: &str) -> String {
     let topic = format!("jobs/{n}");

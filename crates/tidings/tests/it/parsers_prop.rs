@@ -13,11 +13,9 @@
 //! round trip: a fresh hub per case, so that its log holds exactly what the case published).
 //! Case counts are modest so CI stays fast; `PROPTEST_CASES` overrides them.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::{enc, spawn_hub, TestHub};
+use crate::common::{enc, spawn_hub, TestHub};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
@@ -94,7 +92,7 @@ async fn post_anything(hub: &TestHub, target: Target, body: Vec<u8>) -> Result<(
         None => request,
     };
     // `send` fails the case (with a panic, which the runner catches and reports) when no answer
-    // comes within `common::WAIT`: a hang is a failure, not a stuck CI job.
+    // comes within `crate::common::WAIT`: a hang is a failure, not a stuck CI job.
     let reply = hub.send(request).await;
     let status = reply.status.as_u16();
     prop_assert!(

@@ -3,11 +3,9 @@
 //! slow one, once it reads again, gets what reached its socket, sees the stream end, and resumes
 //! with nothing lost.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{spawn_hub_with, within, TestHub, WAIT};
+use crate::common::{spawn_hub_with, within, TestHub, WAIT};
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -186,7 +184,7 @@ async fn a_slow_subscriber_is_cut_off_without_hurting_others_and_loses_nothing()
     let mut all = got_ids.clone();
     all.extend(rest);
     assert_eq!(all, published, "after resuming, something is missing");
-    common::assert_no_duplicates(&all, "slow subscriber");
+    crate::common::assert_no_duplicates(&all, "slow subscriber");
     resumed.expect_silence(Duration::from_millis(100)).await;
 
     // Both go on receiving live events; the fast one was never interrupted.
@@ -290,7 +288,7 @@ async fn past_the_queue_budget_the_largest_backlog_is_cut_first() {
 async fn accepted_sockets_get_the_capped_send_buffer() {
     use std::os::fd::{AsRawFd, BorrowedFd};
 
-    let hub = common::spawn_hub().await;
+    let hub = crate::common::spawn_hub().await;
     let (client, _) = raw_subscriber(&hub, "/.well-known/mercure?topic=a").await;
     let client_addr = client.local_addr().unwrap();
     // Find the hub's end of this connection among this process's descriptors.

@@ -7,13 +7,11 @@
 //! Locally the PostgreSQL and Redis runs skip loudly when their server is unreachable; under
 //! CI=true they fail.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tidings::config::StoreConfig;
 use tidings_core::log::Retention;

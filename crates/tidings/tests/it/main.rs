@@ -1,0 +1,26 @@
+//! The integration tests of the `tidings` crate, one module per area, linked into one test binary
+//! (one link of the whole crate instead of one per file). Run one area with
+//! `cargo test -p tidings --test it auth::`. Shared helpers live in `common/`.
+
+mod common;
+
+mod admin;
+mod auth;
+mod bad_input;
+mod cli;
+mod cluster_pg;
+mod cluster_redis;
+mod crash;
+mod edge;
+mod live_handover;
+mod parsers_prop;
+mod poll;
+mod presence;
+mod prune_race;
+mod publish;
+mod resume;
+mod selectors;
+mod slow_subscriber;
+mod subscribe;
+mod until;
+mod webhooks;
