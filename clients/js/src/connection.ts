@@ -78,6 +78,12 @@ export class Connection {
 
   /** Runs until closed, a terminal (`until`) event, or a fatal error. */
   async run(): Promise<void> {
+    if (this.cursor === undefined && !this.latest && this.options.transport !== "stream") {
+      // A live start has no cursor until the stream's headers name one, and a buffering proxy
+      // may hold those back too: learn the hub's position now, so a fall back to polling still
+      // starts from the moment of subscribing.
+      void this.learnHead();
+    }
     while (!this.closed) {
       const outcome = this.transport === "stream" ? await this.streamOnce() : await this.pollOnce();
       if (this.closed || outcome.kind === "closed") break;
@@ -144,6 +150,24 @@ export class Connection {
       }
       case "closed":
         return undefined;
+    }
+  }
+
+  /** Where a poll would continue from now (the hub's head for this subscription). */
+  private async learnHead(): Promise<void> {
+    try {
+      const token = await this.token();
+      const response = await this.fetch(pollUrl(this.options, undefined, false, 0), {
+        headers: this.headers(token, "application/json"),
+        credentials: this.options.withCredentials ? "include" : "same-origin",
+        cache: "no-store",
+      });
+      if (!response.ok) return;
+      const page = (await response.json()) as PollPage;
+      // The stream's own answer, when it came first, is as good and newer.
+      if (this.cursor === undefined) this.cursor = page.last_event_id;
+    } catch {
+      // The stream will tell us, or fail and be retried.
     }
   }
 

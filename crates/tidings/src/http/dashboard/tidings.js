@@ -262,6 +262,9 @@ var Connection = class {
   }
   /** Runs until closed, a terminal (`until`) event, or a fatal error. */
   async run() {
+    if (this.cursor === void 0 && !this.latest && this.options.transport !== "stream") {
+      void this.learnHead();
+    }
     while (!this.closed) {
       const outcome = this.transport === "stream" ? await this.streamOnce() : await this.pollOnce();
       if (this.closed || outcome.kind === "closed") break;
@@ -323,6 +326,21 @@ var Connection = class {
       }
       case "closed":
         return void 0;
+    }
+  }
+  /** Where a poll would continue from now (the hub's head for this subscription). */
+  async learnHead() {
+    try {
+      const token = await this.token();
+      const response = await this.fetch(pollUrl(this.options, void 0, false, 0), {
+        headers: this.headers(token, "application/json"),
+        credentials: this.options.withCredentials ? "include" : "same-origin",
+        cache: "no-store"
+      });
+      if (!response.ok) return;
+      const page = await response.json();
+      if (this.cursor === void 0) this.cursor = page.last_event_id;
+    } catch {
     }
   }
   toPolling() {
