@@ -1,0 +1,80 @@
+// A React page with useJob against the jobs example: the hub runs examples/jobs/tidings.toml and
+// examples/jobs/job.py reports a job by signed webhooks. A page open before the job follows it to
+// the end; a page opened after it finished shows the outcome at once.
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import type { Browser, Page } from "playwright-core";
+import { context, Hub, launch, report, until } from "./harness.js";
+
+const EXAMPLE = fileURLToPath(new URL("../../../../examples/jobs/", import.meta.url));
+let hub: Hub;
+let browser: Browser;
+let bundle: string;
+
+beforeAll(async () => {
+  hub = await Hub.start(["--config", `${EXAMPLE}tidings.toml`]);
+  browser = await launch();
+  const out = await build({
+    entryPoints: [fileURLToPath(new URL("./pages/job.tsx", import.meta.url))],
+    bundle: true,
+    format: "esm",
+    write: false,
+    jsx: "automatic",
+    define: { "process.env.NODE_ENV": '"production"' },
+  });
+  bundle = out.outputFiles[0]!.text;
+});
+afterAll(async () => {
+  await browser?.close();
+  await hub?.stop();
+});
+
+function runJob(job: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("python3", [`${EXAMPLE}job.py`, "--hub", hub.url, "--job", job, "--wait", "0", "--delay", "0.1"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    child.stderr.on("data", (b: Buffer) => (out += b.toString()));
+    child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`job.py exited ${code}: ${out}`))));
+  });
+}
+
+const job = (page: Page) =>
+  page.evaluate(() => {
+    const el = document.getElementById("job");
+    return { state: el?.dataset.state, progress: el?.dataset.progress, done: el?.dataset.done, renders: window.renders };
+  });
+
+test("useJob follows a job to its end, and shows a finished job at once", async () => {
+  const html = `<!doctype html><meta charset="utf-8"><div id="root"></div><script type="module" src="/__test/job.js"></script>`;
+  const ctx = await context(browser, hub.url, { "job.html": html, "job.js": bundle });
+  const id = `job-e2e-${Date.now()}`;
+  const before = await ctx.newPage();
+  await before.goto(`${hub.url}/__test/job.html?job=${id}`);
+  await until("the page to subscribe", async () => Number((await hub.stats()).subscribers) >= 1);
+  const output = await runJob(id);
+  const sent = output.split("\n").filter((l) => l.startsWith("-> ") && l.includes("stored as")).length;
+  await until("the page to show the job done", async () => (await job(before)).done === "true");
+  const live = await job(before);
+  const progressSeen = [...new Set(live.renders.map((r) => r.progress).filter((p) => p !== undefined))];
+
+  const after = await ctx.newPage();
+  await after.goto(`${hub.url}/__test/job.html?job=${id}`);
+  await until("the late page to show the outcome", async () => (await job(after)).done === "true");
+  const late = await job(after);
+  report("React useJob against the jobs example", {
+    webhooksStored: sent,
+    livePage: { state: live.state, progress: live.progress, progressSeen },
+    latePage: { state: late.state, progress: late.progress, renders: late.renders.length },
+  });
+  expect(sent).toBe(13);
+  expect(live).toMatchObject({ state: "completed", progress: "100", done: "true" });
+  expect(progressSeen).toContain(50);
+  expect(late).toMatchObject({ state: "completed", progress: "100", done: "true" });
+  // The subscriptions ended after the terminal event.
+  await until("no subscriber left", async () => Number((await hub.stats()).subscribers) === 0);
+});
