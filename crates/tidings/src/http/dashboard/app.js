@@ -21,12 +21,22 @@ const state = {
   timer: undefined,
 };
 
-const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-if (fromHash) {
-  state.token = fromHash;
-  sessionStorage.setItem("tidings.token", fromHash);
+/** A token in the address's fragment (`/#token=...`, never sent to a server) is taken and removed. */
+function tokenFromHash() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (!token) return false;
+  state.token = token;
+  sessionStorage.setItem("tidings.token", token);
   history.replaceState(null, "", location.pathname + location.search);
+  return true;
 }
+tokenFromHash();
+addEventListener("hashchange", () => {
+  if (!tokenFromHash()) return;
+  $("token").value = "••••••••";
+  notice(state.open ? $("notice").textContent : "");
+  restart();
+});
 
 function authHeaders() {
   return state.token ? { authorization: `Bearer ${state.token}` } : {};
@@ -99,7 +109,9 @@ async function refresh() {
     $("delivery_rate").textContent = rate(point.del);
   }
   state.previous = { t: now, published: stats.published, delivered: stats.delivered };
-  drawRates($("chart"), state.history, SPAN, now);
+  // The window grows with the page's age, from one minute up to five.
+  const age = now - (state.history[0]?.t ?? now);
+  drawRates($("chart"), state.history, Math.min(SPAN, Math.max(60_000, age)), now);
   raw(stats);
   health();
 }

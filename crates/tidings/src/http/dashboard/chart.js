@@ -1,10 +1,12 @@
 // A hand-drawn SVG line chart of two rates over time (no chart library).
 const NS = "http://www.w3.org/2000/svg";
-const W = 600;
 const H = 160;
 
 /** Draws `points` ([{t, pub, del}], oldest first) over the last `span` ms into `svg`. */
 export function drawRates(svg, points, span, now) {
+  // One user unit per CSS pixel, so lines and labels are not stretched.
+  const W = Math.max(200, Math.round(svg.clientWidth || 600));
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const max = Math.max(1, ...points.map((p) => Math.max(p.pub, p.del)));
   const top = niceCeil(max);
   const x = (t) => ((t - (now - span)) / span) * W;
@@ -21,7 +23,7 @@ export function drawRates(svg, points, span, now) {
     el.setAttribute("points", points.map((p) => `${x(p.t).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" "));
     parts.push(el);
   }
-  parts.push(text(W - 60, H - 2, "now"), text(2, H - 2, `-${Math.round(span / 60000)} min`));
+  parts.push(text(W - 24, H - 2, "now"), text(40, H - 2, `-${Math.round(span / 60000)} min`));
   svg.replaceChildren(...parts);
 }
 
