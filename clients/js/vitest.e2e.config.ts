@@ -6,6 +6,7 @@ export default defineConfig({
     include: ["test/e2e/**/*.test.ts"],
     environment: "node",
     fileParallelism: false,
+    globalSetup: ["test/e2e/setup.ts"],
     testTimeout: 120_000,
     hookTimeout: 60_000,
   },
