@@ -2,19 +2,30 @@
 // examples/jobs/job.py reports a job by signed webhooks. A page open before the job follows it to
 // the end; a page opened after it finished shows the outcome at once.
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import type { Browser, Page } from "playwright-core";
-import { context, Hub, launch, report, until } from "./harness.js";
+import { context, freePort, Hub, launch, report, until } from "./harness.js";
 
 const EXAMPLE = fileURLToPath(new URL("../../../../examples/jobs/", import.meta.url));
 let hub: Hub;
 let browser: Browser;
 let bundle: string;
+let pages: Server;
+let pagesOrigin: string;
 
 beforeAll(async () => {
-  hub = await Hub.start(["--config", `${EXAMPLE}tidings.toml`]);
+  // The example's page from a real local server, as `python3 -m http.server` serves it, on a
+  // free port the hub's CORS then allows (instead of the config's fixed port 8000).
+  const port = await freePort();
+  pagesOrigin = `http://127.0.0.1:${port}`;
+  const page = readFileSync(`${EXAMPLE}index.html`);
+  pages = createServer((_, res) => res.writeHead(200, { "content-type": "text/html" }).end(page));
+  await new Promise<void>((r) => pages.listen(port, "127.0.0.1", r));
+  hub = await Hub.start(["--config", `${EXAMPLE}tidings.toml`, "--cors-origins", pagesOrigin]);
   browser = await launch();
   const out = await build({
     entryPoints: [fileURLToPath(new URL("./pages/job.tsx", import.meta.url))],
@@ -27,6 +38,7 @@ beforeAll(async () => {
   bundle = out.outputFiles[0]!.text;
 });
 afterAll(async () => {
+  pages?.close();
   await browser?.close();
   await hub?.stop();
 });
@@ -77,4 +89,25 @@ test("useJob follows a job to its end, and shows a finished job at once", async 
   expect(late).toMatchObject({ state: "completed", progress: "100", done: "true" });
   // The subscriptions ended after the terminal event.
   await until("no subscriber left", async () => Number((await hub.stats()).subscribers) === 0);
+});
+
+test("the jobs example's page (examples/jobs/index.html) follows a job with the client", async () => {
+  const ctx = await browser.newContext();
+  const id = `job-example-${Date.now()}`;
+  const tab = await ctx.newPage();
+  const problems: string[] = [];
+  tab.on("pageerror", (e) => problems.push(e.message));
+  tab.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+  await tab.goto(`${pagesOrigin}/?job=${id}&hub=${encodeURIComponent(hub.url)}`);
+  await until("the page to subscribe", async () => (await tab.locator("#state").innerText()) === "waiting for the job").catch(async (e) => {
+    throw new Error(`${String(e)}: ${await tab.locator("#state").innerText()} ${problems.join("; ")}`);
+  });
+  await runJob(id);
+  await until("the page to show completed", async () => (await tab.locator("#state").innerText()) === "completed");
+  const lines = await tab.locator("#log li").count();
+  const bar = await tab.locator("#bar").evaluate((el) => (el as HTMLProgressElement).value);
+  report("examples/jobs/index.html", { webhooksStored: 13, logLines: lines, bar });
+  expect(lines).toBe(13);
+  expect(bar).toBe(100);
+  expect(problems).toEqual([]);
 });
