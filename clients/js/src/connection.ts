@@ -4,7 +4,8 @@
  * cursor) when a stream cannot be held. {@link share} puts one of these behind many tabs.
  */
 
-import { backoffDelay, parseRetryAfter } from "./backoff.js";
+import { parseRetryAfter } from "./backoff.js";
+import { decide, type Outcome } from "./policy.js";
 import { EventStreamParser } from "./parser.js";
 import { renewDelay, tokenExpiry } from "./token.js";
 import {
@@ -19,21 +20,8 @@ import {
 } from "./types.js";
 import { pollUrl, streamUrl } from "./url.js";
 
-/** How one stream or poll attempt ended. */
-type Outcome =
-  | { kind: "ended"; healthy: boolean }
-  | { kind: "done" }
-  | { kind: "renew" }
-  | { kind: "stalled" }
-  | { kind: "idle" }
-  | { kind: "http"; status: number; retryAfter: number | undefined; message: string }
-  | { kind: "network"; message: string }
-  | { kind: "closed" };
-
 /** The event type the hub sends when a resume finds its id gone. */
 const RESET_EVENT = "tidings.reset";
-/** Consecutive failed streams after which polling is tried. */
-const STREAM_FAILURES_BEFORE_POLL = 3;
 
 /** A connection; `close()` ends it. Observers are the options' callbacks. */
 export class Connection {
@@ -100,57 +88,28 @@ export class Connection {
     this.wake?.();
   }
 
-  /** Decides what follows an attempt: the delay before the next, or undefined to stop. */
+  /** Applies the policy's decision: the delay before the next attempt, or undefined to stop. */
   private next(outcome: Outcome): number | undefined {
     const o = this.options;
-    switch (outcome.kind) {
-      case "done":
-        this.closed = true;
-        return undefined;
-      case "renew":
-        return 0;
-      case "ended":
-        if (outcome.healthy) {
-          this.attempt = 0;
-          this.streamFailures = 0;
-        }
-        // The hub ended the stream (its token expired, a deploy, a slow-consumer cut): come back
-        // at once, a little spread, or after the hub's retry.
-        return this.retryMs ?? Math.round(Math.random() * 250);
-      case "idle":
-        return 0;
-      case "stalled":
-        this.report(new TidingsError("stalled", "the stream delivered nothing: a buffering proxy? polling instead"));
-        this.toPolling();
-        return 0;
-      case "network": {
-        this.report(new TidingsError("network", outcome.message));
-        if (this.transport === "stream" && ++this.streamFailures >= STREAM_FAILURES_BEFORE_POLL && o.transport !== "stream") {
-          this.toPolling();
-        }
-        this.setStatus("reconnecting");
-        return backoffDelay(this.attempt++, o.backoff, Math.random, this.retryMs ?? 0);
-      }
-      case "http": {
-        const { status } = outcome;
-        const auth = status === 401 || status === 403;
-        const error = new TidingsError(auth ? "auth" : "http", outcome.message, {
-          status,
-          fatal: (auth && !o.getToken) || (status >= 400 && status < 500 && !auth && status !== 429 && status !== 408),
-        });
-        this.report(error);
-        if (error.fatal) {
-          this.closed = true;
-          return undefined;
-        }
-        this.setStatus("reconnecting");
-        // A refused token: ask for a new one (next attempt), but never in a hot loop.
-        const floor = Math.max(outcome.retryAfter ?? 0, this.retryMs ?? 0, auth ? 1000 : 0);
-        return backoffDelay(this.attempt++, o.backoff, Math.random, floor);
-      }
-      case "closed":
-        return undefined;
+    const d = decide(outcome, {
+      attempt: this.attempt,
+      streamFailures: this.streamFailures,
+      retryMs: this.retryMs,
+      hasTokenSource: o.getToken !== undefined,
+      mayPoll: o.transport !== "stream",
+      streaming: this.transport === "stream",
+      backoff: o.backoff,
+    });
+    this.attempt = d.attempt;
+    this.streamFailures = d.streamFailures;
+    if (d.error) this.report(d.error);
+    if (d.toPolling) this.toPolling();
+    if (d.delay === undefined) {
+      this.closed = true;
+      return undefined;
     }
+    if (d.delay > 0 && outcome.kind !== "ended") this.setStatus("reconnecting");
+    return d.delay;
   }
 
   /** Where a poll would continue from now (the hub's head for this subscription). */
@@ -218,7 +177,10 @@ export class Connection {
       idleTimer = this.clock.setTimeout(() => stop({ kind: "idle" }), idleMs);
     };
     const expiresAt = token ? tokenExpiry(token) : undefined;
-    if (expiresAt !== undefined) later(renewDelay(expiresAt, this.clock.now()), { kind: "renew" });
+    // (setTimeout cannot wait past 2^31 ms; a reconnect after 24 days is harmless.)
+    if (expiresAt !== undefined) {
+      later(Math.min(renewDelay(expiresAt, this.clock.now()), 2_147_483_647), { kind: "renew", healthy: true });
+    }
     const requested = this.cursor;
     let gapTold = false;
     const gap = (g: Gap) => {
@@ -228,6 +190,7 @@ export class Connection {
     };
     let bytes = 0;
     const opened = this.clock.now();
+    const lived = () => bytes > 0 && this.clock.now() - opened > 1000;
     try {
       const response = await this.fetch(streamUrl(o, this.cursor, this.latest), {
         headers: this.headers(token, "text/event-stream"),
@@ -287,10 +250,10 @@ export class Connection {
         touch();
         parser.feed(decoder.decode(value, { stream: true }));
       }
-      if (bytes === 0) return { kind: "ended", healthy: false };
-      return done ? { kind: "done" } : { kind: "ended", healthy: this.clock.now() - opened > 1000 };
+      return done ? { kind: "done" } : { kind: "ended", healthy: lived() };
     } catch (e) {
       if (this.closed) return { kind: "closed" };
+      if (why?.kind === "renew") return { kind: "renew", healthy: lived() };
       if (why) return why;
       return { kind: "network", message: `stream failed: ${String(e)}` };
     } finally {
@@ -307,7 +270,7 @@ export class Connection {
     if (o.transport !== "poll" && this.clock.now() >= this.pollUntil) {
       // Time to try a stream again; the cursor carries over either way.
       this.transport = "stream";
-      return { kind: "renew" };
+      return { kind: "renew", healthy: true };
     }
     let token: string | undefined;
     try {
@@ -347,7 +310,7 @@ export class Connection {
         if (until.has(e.type ?? "message")) return { kind: "done" };
       }
       this.cursor = page.last_event_id;
-      return page.more ? { kind: "renew" } : { kind: "ended", healthy: true };
+      return page.more ? { kind: "renew", healthy: true } : { kind: "ended", healthy: true };
     } catch (e) {
       if (this.closed) return { kind: "closed" };
       return { kind: "network", message: `poll failed: ${String(e)}` };

@@ -19,6 +19,84 @@ function parseRetryAfter(value, now = Date.now()) {
   return Math.max(0, at - now);
 }
 
+// src/types.ts
+var TidingsError = class extends Error {
+  kind;
+  /** The HTTP status, for `http` and `auth` errors. */
+  status;
+  fatal;
+  constructor(kind, message, options = {}) {
+    super(message);
+    this.name = "TidingsError";
+    this.kind = kind;
+    this.status = options.status;
+    this.fatal = options.fatal ?? false;
+  }
+};
+function parseData(event) {
+  try {
+    return JSON.parse(event.data);
+  } catch {
+    return void 0;
+  }
+}
+var realClock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle)
+};
+
+// src/policy.ts
+var STREAM_FAILURES_BEFORE_POLL = 3;
+function decide(outcome, s, random = Math.random) {
+  const keep = { toPolling: false, attempt: s.attempt, streamFailures: s.streamFailures, error: void 0 };
+  const backoff = (floor = 0) => ({
+    delay: backoffDelay(s.attempt, s.backoff, random, Math.max(floor, s.retryMs ?? 0)),
+    attempt: s.attempt + 1
+  });
+  switch (outcome.kind) {
+    case "done":
+    case "closed":
+      return { ...keep, delay: void 0 };
+    case "renew":
+      return outcome.healthy ? { ...keep, delay: 0, attempt: 0 } : { ...keep, ...backoff() };
+    case "ended":
+      if (outcome.healthy) {
+        return { ...keep, delay: s.retryMs ?? Math.round(random() * 250), attempt: 0, streamFailures: 0 };
+      }
+      return { ...keep, ...backoff() };
+    case "idle":
+      return { ...keep, delay: 0 };
+    case "stalled":
+      return {
+        ...keep,
+        delay: s.mayPoll ? 0 : backoff().delay,
+        toPolling: s.mayPoll,
+        streamFailures: 0,
+        error: new TidingsError("stalled", "the stream delivered nothing: a buffering proxy? polling instead")
+      };
+    case "network": {
+      const streamFailures = s.streaming ? s.streamFailures + 1 : s.streamFailures;
+      const toPolling = s.streaming && s.mayPoll && streamFailures >= STREAM_FAILURES_BEFORE_POLL;
+      return {
+        ...keep,
+        ...backoff(),
+        toPolling,
+        streamFailures: toPolling ? 0 : streamFailures,
+        error: new TidingsError("network", outcome.message)
+      };
+    }
+    case "http": {
+      const { status } = outcome;
+      const auth = status === 401 || status === 403;
+      const retriable = status >= 500 || status === 429 || status === 408 || auth && s.hasTokenSource;
+      const error = new TidingsError(auth ? "auth" : "http", outcome.message, { status, fatal: !retriable });
+      if (!retriable) return { ...keep, delay: void 0, error };
+      return { ...keep, ...backoff(Math.max(outcome.retryAfter ?? 0, auth ? 1e3 : 0)), error };
+    }
+  }
+}
+
 // src/parser.ts
 var EventStreamParser = class {
   constructor(callbacks) {
@@ -154,33 +232,6 @@ function decodeBase64Url(text) {
   return new TextDecoder().decode(bytes);
 }
 
-// src/types.ts
-var TidingsError = class extends Error {
-  kind;
-  /** The HTTP status, for `http` and `auth` errors. */
-  status;
-  fatal;
-  constructor(kind, message, options = {}) {
-    super(message);
-    this.name = "TidingsError";
-    this.kind = kind;
-    this.status = options.status;
-    this.fatal = options.fatal ?? false;
-  }
-};
-function parseData(event) {
-  try {
-    return JSON.parse(event.data);
-  } catch {
-    return void 0;
-  }
-}
-var realClock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle)
-};
-
 // src/url.ts
 function hubBase(hub) {
   const base = typeof globalThis.location === "object" ? globalThis.location.href : void 0;
@@ -220,7 +271,6 @@ function pollUrl(options, cursor, latest, wait) {
 
 // src/connection.ts
 var RESET_EVENT = "tidings.reset";
-var STREAM_FAILURES_BEFORE_POLL = 3;
 var Connection = class {
   constructor(options) {
     this.options = options;
@@ -279,54 +329,28 @@ var Connection = class {
     this.abort?.abort();
     this.wake?.();
   }
-  /** Decides what follows an attempt: the delay before the next, or undefined to stop. */
+  /** Applies the policy's decision: the delay before the next attempt, or undefined to stop. */
   next(outcome) {
     const o = this.options;
-    switch (outcome.kind) {
-      case "done":
-        this.closed = true;
-        return void 0;
-      case "renew":
-        return 0;
-      case "ended":
-        if (outcome.healthy) {
-          this.attempt = 0;
-          this.streamFailures = 0;
-        }
-        return this.retryMs ?? Math.round(Math.random() * 250);
-      case "idle":
-        return 0;
-      case "stalled":
-        this.report(new TidingsError("stalled", "the stream delivered nothing: a buffering proxy? polling instead"));
-        this.toPolling();
-        return 0;
-      case "network": {
-        this.report(new TidingsError("network", outcome.message));
-        if (this.transport === "stream" && ++this.streamFailures >= STREAM_FAILURES_BEFORE_POLL && o.transport !== "stream") {
-          this.toPolling();
-        }
-        this.setStatus("reconnecting");
-        return backoffDelay(this.attempt++, o.backoff, Math.random, this.retryMs ?? 0);
-      }
-      case "http": {
-        const { status } = outcome;
-        const auth = status === 401 || status === 403;
-        const error = new TidingsError(auth ? "auth" : "http", outcome.message, {
-          status,
-          fatal: auth && !o.getToken || status >= 400 && status < 500 && !auth && status !== 429 && status !== 408
-        });
-        this.report(error);
-        if (error.fatal) {
-          this.closed = true;
-          return void 0;
-        }
-        this.setStatus("reconnecting");
-        const floor = Math.max(outcome.retryAfter ?? 0, this.retryMs ?? 0, auth ? 1e3 : 0);
-        return backoffDelay(this.attempt++, o.backoff, Math.random, floor);
-      }
-      case "closed":
-        return void 0;
+    const d = decide(outcome, {
+      attempt: this.attempt,
+      streamFailures: this.streamFailures,
+      retryMs: this.retryMs,
+      hasTokenSource: o.getToken !== void 0,
+      mayPoll: o.transport !== "stream",
+      streaming: this.transport === "stream",
+      backoff: o.backoff
+    });
+    this.attempt = d.attempt;
+    this.streamFailures = d.streamFailures;
+    if (d.error) this.report(d.error);
+    if (d.toPolling) this.toPolling();
+    if (d.delay === void 0) {
+      this.closed = true;
+      return void 0;
     }
+    if (d.delay > 0 && outcome.kind !== "ended") this.setStatus("reconnecting");
+    return d.delay;
   }
   /** Where a poll would continue from now (the hub's head for this subscription). */
   async learnHead() {
@@ -387,7 +411,9 @@ var Connection = class {
       idleTimer = this.clock.setTimeout(() => stop({ kind: "idle" }), idleMs);
     };
     const expiresAt = token ? tokenExpiry(token) : void 0;
-    if (expiresAt !== void 0) later(renewDelay(expiresAt, this.clock.now()), { kind: "renew" });
+    if (expiresAt !== void 0) {
+      later(Math.min(renewDelay(expiresAt, this.clock.now()), 2147483647), { kind: "renew", healthy: true });
+    }
     const requested = this.cursor;
     let gapTold = false;
     const gap = (g) => {
@@ -397,6 +423,7 @@ var Connection = class {
     };
     let bytes = 0;
     const opened = this.clock.now();
+    const lived = () => bytes > 0 && this.clock.now() - opened > 1e3;
     try {
       const response = await this.fetch(streamUrl(o, this.cursor, this.latest), {
         headers: this.headers(token, "text/event-stream"),
@@ -455,10 +482,10 @@ var Connection = class {
         touch();
         parser.feed(decoder.decode(value, { stream: true }));
       }
-      if (bytes === 0) return { kind: "ended", healthy: false };
-      return done ? { kind: "done" } : { kind: "ended", healthy: this.clock.now() - opened > 1e3 };
+      return done ? { kind: "done" } : { kind: "ended", healthy: lived() };
     } catch (e) {
       if (this.closed) return { kind: "closed" };
+      if (why?.kind === "renew") return { kind: "renew", healthy: lived() };
       if (why) return why;
       return { kind: "network", message: `stream failed: ${String(e)}` };
     } finally {
@@ -473,7 +500,7 @@ var Connection = class {
     const o = this.options;
     if (o.transport !== "poll" && this.clock.now() >= this.pollUntil) {
       this.transport = "stream";
-      return { kind: "renew" };
+      return { kind: "renew", healthy: true };
     }
     let token;
     try {
@@ -513,7 +540,7 @@ var Connection = class {
         if (until.has(e.type ?? "message")) return { kind: "done" };
       }
       this.cursor = page.last_event_id;
-      return page.more ? { kind: "renew" } : { kind: "ended", healthy: true };
+      return page.more ? { kind: "renew", healthy: true } : { kind: "ended", healthy: true };
     } catch (e) {
       if (this.closed) return { kind: "closed" };
       return { kind: "network", message: `poll failed: ${String(e)}` };
