@@ -51,6 +51,7 @@ export class SharedSubscription {
   private backlog: TidingsEvent[] = [];
   private readonly tab = Math.random().toString(36).slice(2);
   private welcomed = false;
+  private readonly waiting = new AbortController();
 
   constructor(private readonly options: SubscribeOptions) {
     const key = shareKey(options);
@@ -58,7 +59,8 @@ export class SharedSubscription {
     this.channel = new BroadcastChannel(key);
     this.channel.onmessage = (m: MessageEvent<Message>) => this.receive(m.data);
     this.channel.postMessage({ kind: "hello", tab: this.tab } satisfies Message);
-    void navigator.locks.request(key, { mode: "exclusive" }, () => this.lead());
+    // A closed follower withdraws its request (the promise then rejects, which is expected).
+    navigator.locks.request(key, { mode: "exclusive", signal: this.waiting.signal }, () => this.lead()).catch(() => undefined);
   }
 
   get lastEventId(): string | undefined {
@@ -77,6 +79,7 @@ export class SharedSubscription {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (!this.connection) this.waiting.abort();
     this.connection?.close();
     this.channel.close();
     this.release?.();

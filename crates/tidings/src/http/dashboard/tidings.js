@@ -607,7 +607,7 @@ var SharedSubscription = class {
     this.channel = new BroadcastChannel(key);
     this.channel.onmessage = (m) => this.receive(m.data);
     this.channel.postMessage({ kind: "hello", tab: this.tab });
-    void navigator.locks.request(key, { mode: "exclusive" }, () => this.lead());
+    navigator.locks.request(key, { mode: "exclusive", signal: this.waiting.signal }, () => this.lead()).catch(() => void 0);
   }
   options;
   channel;
@@ -620,6 +620,7 @@ var SharedSubscription = class {
   backlog = [];
   tab = Math.random().toString(36).slice(2);
   welcomed = false;
+  waiting = new AbortController();
   get lastEventId() {
     return this.connection?.lastEventId ?? this.cursor;
   }
@@ -635,6 +636,7 @@ var SharedSubscription = class {
   close() {
     if (this.closed) return;
     this.closed = true;
+    if (!this.connection) this.waiting.abort();
     this.connection?.close();
     this.channel.close();
     this.release?.();
