@@ -44,6 +44,7 @@ test("ten tabs share one connection, and a new leader resumes exactly", async ()
 
   // Close the leader; publish while nobody holds the connection and after.
   const leader = pages[(await Promise.all(pages.map(isLeader))).indexOf(true)]!;
+  const closedAt = Date.now();
   await leader.close();
   const rest = pages.filter((p) => p !== leader);
   for (let i = 50; i < 100; i++) {
@@ -54,6 +55,7 @@ test("ten tabs share one connection, and a new leader resumes exactly", async ()
     for (const page of rest) if (new Set((await received(page)).events).size < 100) return false;
     return true;
   });
+  const catchUpMs = Date.now() - closedAt;
   const perTab = await Promise.all(rest.map(async (p) => tally(sent, (await received(p)).events)));
   await until("one connection again", async () => Number((await hub.stats()).subscribers) === 1);
   const newLeaders = (await Promise.all(rest.map(isLeader))).filter(Boolean).length;
@@ -62,6 +64,7 @@ test("ten tabs share one connection, and a new leader resumes exactly", async ()
     hubConnectionsWith10Tabs: connections,
     hubConnectionsAfterTakeover: Number((await hub.stats()).subscribers),
     sent: sent.length,
+    msFromLeaderCloseToAllNineCaughtUp: catchUpMs,
     receivedPerTab: perTab.map((c) => c.received),
     duplicated: perTab.reduce((n, c) => n + c.duplicated, 0),
     missing: perTab.reduce((n, c) => n + c.missing, 0),
