@@ -14,6 +14,7 @@ const EXAMPLE = fileURLToPath(new URL("../../../../examples/jobs/", import.meta.
 let hub: Hub;
 let browser: Browser;
 let bundle: string;
+let latestBundle: string;
 let pages: Server;
 let pagesOrigin: string;
 
@@ -36,6 +37,15 @@ beforeAll(async () => {
     define: { "process.env.NODE_ENV": '"production"' },
   });
   bundle = out.outputFiles[0]!.text;
+  const latest = await build({
+    entryPoints: [fileURLToPath(new URL("./pages/latest.tsx", import.meta.url))],
+    bundle: true,
+    format: "esm",
+    write: false,
+    jsx: "automatic",
+    define: { "process.env.NODE_ENV": '"production"' },
+  });
+  latestBundle = latest.outputFiles[0]!.text;
 });
 afterAll(async () => {
   pages?.close();
@@ -63,7 +73,8 @@ const job = (page: Page) =>
 
 test("useJob follows a job to its end, and shows a finished job at once", async () => {
   const html = `<!doctype html><meta charset="utf-8"><div id="root"></div><script type="module" src="/__test/job.js"></script>`;
-  const ctx = await context(browser, hub.url, { "job.html": html, "job.js": bundle });
+  const latestHtml = html.replace("job.js", "latest.js");
+  const ctx = await context(browser, hub.url, { "job.html": html, "job.js": bundle, "latest.html": latestHtml, "latest.js": latestBundle });
   const id = `job-e2e-${Date.now()}`;
   const before = await ctx.newPage();
   await before.goto(`${hub.url}/__test/job.html?job=${id}`);
@@ -89,6 +100,20 @@ test("useJob follows a job to its end, and shows a finished job at once", async 
   expect(late).toMatchObject({ state: "completed", progress: "100", done: "true" });
   // The subscriptions ended after the terminal event.
   await until("no subscriber left", async () => Number((await hub.stats()).subscribers) === 0);
+
+  // useLatest: the job's newest event at once; useTopic beside it gets only what follows.
+  const watcher = await ctx.newPage();
+  await watcher.goto(`${hub.url}/__test/latest.html?topic=jobs/${id}`);
+  const latest = () => watcher.locator("#latest").evaluate((el) => ({ ...(el as HTMLElement).dataset }));
+  await until("useLatest to show the outcome", async () => (await latest()).type === "completed");
+  await until("both hooks open", async () => Number((await hub.stats()).subscribers) === 2);
+  await runJob(id); // the same deliveries again: duplicates, nothing new is published
+  const again = await fetch(`${hub.url}/.well-known/mercure`, {
+    method: "POST",
+    body: new URLSearchParams({ topic: `jobs/${id}`, type: "archived", data: "{}" }),
+  });
+  expect(again.status).toBe(200);
+  await until("both hooks to see the new event", async () => (await latest()).type === "archived" && (await latest()).live === "archived");
 });
 
 test("the jobs example's page (examples/jobs/index.html) follows a job with the client", async () => {
