@@ -68,3 +68,29 @@ test("a subscription the hub refuses ends with a typed error, without retrying",
   expect(errors).toHaveLength(1);
   expect(errors[0]).toMatchObject({ kind: "http", status: 400, fatal: true });
 });
+
+test("a resume the hub cannot honour is told once through onGap, by stream and by poll", async () => {
+  const token = mintToken(KEY, { exp: Math.floor(Date.now() / 1000) + 600, mercure: { publish: ["*"] } });
+  for (const transport of ["stream", "poll"] as const) {
+    const gaps: unknown[] = [];
+    const got: string[] = [];
+    const statuses: string[] = [];
+    const sub = subscribe({
+      hub: hub.url,
+      topics: ["gap/t"],
+      lastEventId: "urn:uuid:no-such-event",
+      transport,
+      pollWait: 1,
+      onGap: (g) => gaps.push(g),
+      onEvent: (e) => got.push(e.data),
+      onStatus: (s) => statuses.push(s),
+    });
+    await until(`the ${transport} to start`, () => statuses.includes(transport === "stream" ? "open" : "polling"));
+    // After the gap, the subscription goes on from the hub's head: new events still arrive.
+    await publish({ hub: hub.url, token }, { topic: "gap/t", data: `after-${transport}` });
+    await until(`the ${transport} to get the next event`, () => got.includes(`after-${transport}`));
+    sub.close();
+    expect(gaps).toEqual([{ requestedId: "urn:uuid:no-such-event", reason: "the hub no longer has the events after this id" }]);
+    expect(got).toEqual([`after-${transport}`]);
+  }
+});
