@@ -14,6 +14,7 @@ use error::ApiError;
 
 pub mod admin;
 pub mod cors;
+pub mod dashboard;
 pub mod error;
 pub mod form;
 pub mod host;
@@ -78,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/{name}", post(crate::ingest::receive))
         .route("/healthz", get(admin::healthz))
         .route("/stats", get(admin::stats))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
