@@ -14,6 +14,7 @@ use error::ApiError;
 
 pub mod admin;
 pub mod cors;
+pub mod dashboard;
 pub mod error;
 pub mod form;
 pub mod host;
@@ -59,10 +60,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     let publish_rate = axum::middleware::from_fn_with_state(state.clone(), rate::limit_publish);
     Router::new()
         .route(
-            "/",
-            get(|| async { axum::response::Html(include_str!("index.html")) }),
-        )
-        .route(
             "/.well-known/mercure",
             get(subscribe::subscribe).post(publish::publish.layer(publish_rate.clone())),
         )
@@ -91,6 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/.well-known/oauth-protected-resource/{*path}",
             get(metadata::document),
         )
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
