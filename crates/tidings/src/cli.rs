@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use crate::config::ServeArgs;
 
 pub mod pg;
+pub mod token;
 
 /// Tidings: a durable real-time event hub (Mercure protocol, SSE).
 #[derive(Debug, clap::Parser)]
@@ -28,6 +29,8 @@ pub enum Command {
     Tail(TailArgs),
     /// PostgreSQL store tools: table-change watches (`watch`, `unwatch`, `watches`).
     Pg(pg::PgArgs),
+    /// Mint a development token (stable-line `mercure` claim, or --draft access token).
+    Token(Box<token::TokenArgs>),
 }
 
 #[derive(Debug, clap::Args)]

@@ -39,6 +39,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Publish(args) => cli::publish(args).await,
         Command::Tail(args) => cli::tail(args).await,
         Command::Pg(args) => cli::pg::run(args).await,
+        Command::Token(args) => cli::token::run(*args),
     }
 }
 

@@ -364,13 +364,18 @@ pub struct ServeArgs {
     /// JWKS for subscribers (overrides --jwks).
     #[arg(long, env = "TIDINGS_SUBSCRIBER_JWKS")]
     pub subscriber_jwks: Option<String>,
-    /// The hub's resource identifier: required in `aud` (of every token when set; newer-draft
-    /// access tokens are refused without it).
+    /// The hub's resource identifier, e.g. https://hub.example.com/.well-known/mercure: required
+    /// in the `aud` of 1.0-draft access tokens (refused without it), checked in a stable-line
+    /// token that carries `aud`.
     #[arg(long, env = "TIDINGS_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
-    /// When set, every token's `iss` must equal it.
+    /// When set, an access token's `iss` must equal it (and a stable-line token's, if it has one).
     #[arg(long, env = "TIDINGS_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+    /// Accept stable-line Mercure tokens (the `mercure` claim) beside 1.0-draft access tokens
+    /// [default: true]; `false` accepts access tokens only.
+    #[arg(long, env = "TIDINGS_LEGACY_TOKENS")]
+    pub legacy_tokens: Option<bool>,
 }
 
 /// The TOML file: the same settings; an unknown key is an error.
@@ -420,6 +425,7 @@ pub(super) struct FileConfig {
     subscriber_jwks: Option<String>,
     jwt_audience: Option<String>,
     jwt_issuer: Option<String>,
+    legacy_tokens: Option<bool>,
     // TLS and HTTP/2 (protocol.rs).
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -639,6 +645,7 @@ impl ServeArgs {
         }
         config.auth.audience = self.jwt_audience.or(file.jwt_audience);
         config.auth.issuer = self.jwt_issuer.or(file.jwt_issuer);
+        config.auth.legacy_tokens = self.legacy_tokens.or(file.legacy_tokens).unwrap_or(true);
         config.subscription_events = self
             .subscription_events
             .or(file.subscription_events)

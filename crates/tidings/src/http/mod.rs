@@ -14,10 +14,12 @@ use error::ApiError;
 
 pub mod admin;
 pub mod cors;
+pub mod dashboard;
 pub mod error;
 pub mod form;
 pub mod host;
 pub mod json;
+pub mod metadata;
 pub mod poll;
 pub mod presence;
 pub mod publish;
@@ -68,7 +70,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
-            get(presence::one),
+            get(presence::pair),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}",
+            get(presence::draft_one),
         )
         .route("/events", get(poll::poll))
         .route(
@@ -78,8 +84,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/{name}", post(crate::ingest::receive))
         .route("/healthz", get(admin::healthz))
         .route("/stats", get(admin::stats))
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(metadata::document),
+        )
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metadata::challenge,
+        ))
         .with_state(state)
 }
 
