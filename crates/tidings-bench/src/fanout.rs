@@ -77,6 +77,14 @@ pub struct FanoutArgs {
     /// Comma-separated.
     #[arg(long = "drop-at", value_delimiter = ',')]
     pub drop_at: Vec<f64>,
+    /// Subscribe over HTTP/2 (cleartext with prior knowledge for http://, ALPN h2 for
+    /// https://): the N streams spread over this many connections. 0: HTTP/1.1, one connection
+    /// per subscriber.
+    #[arg(long, default_value_t = 0)]
+    pub http2_connections: usize,
+    /// PEM certificate(s) to trust for https:// URLs (the server's CA).
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub publish: PublishArgs,
     #[command(flatten)]
@@ -197,6 +205,12 @@ struct WorkerConfig {
     reorder_window: u64,
     /// Subscribers watch `Shared::drops` (a reconnect storm is scheduled).
     drops: bool,
+    /// TLS for https:// subscribe URLs.
+    tls: Option<crate::transport::Tls>,
+    /// HTTP/2 connections in all (0: HTTP/1.1).
+    h2_connections: usize,
+    /// `headers` as name/value pairs (for hyper's requests).
+    header_pairs: Vec<(String, String)>,
 }
 
 struct WorkerResult {
@@ -224,6 +238,16 @@ fn worker(
         (cfg.connect_concurrency / cfg.threads).max(1),
     ));
     local.block_on(&rt, async {
+        // HTTP/2: this thread's share of the connections, opened before any stream.
+        let mut h2 = Vec::new();
+        if cfg.h2_connections > 0 {
+            let mine = cfg.h2_connections.div_ceil(cfg.threads).max(1);
+            for _ in 0..mine {
+                let tcp = TcpStream::connect(cfg.addr).await?;
+                h2.push(crate::transport::h2_connect(tcp, cfg.tls.as_ref()).await?);
+            }
+        }
+        let h2 = Rc::new(h2);
         for (li, &i) in indices.iter().enumerate() {
             let topic = i % cfg.topics;
             stats.borrow_mut()[li].topic = topic;
@@ -238,10 +262,15 @@ fn worker(
                 reconnect_hist: reconnect_hist.clone(),
                 sem: sem.clone(),
             };
-            tokio::task::spawn_local(sub.run());
+            if cfg.h2_connections > 0 || cfg.tls.is_some() {
+                tokio::task::spawn_local(sub.run_hyper(h2.clone()));
+            } else {
+                tokio::task::spawn_local(sub.run());
+            }
         }
         let _ = stop.await;
-    });
+        Ok::<(), anyhow::Error>(())
+    })?;
     drop(local);
     let stats = std::mem::take(&mut *stats.borrow_mut());
     let hist = hist.borrow().clone();
@@ -495,6 +524,103 @@ impl Sub {
     }
 }
 
+impl Sub {
+    /// One subscriber through hyper: an HTTP/2 stream on one of `h2` (when given), or an
+    /// HTTP/1.1 connection over TLS. No reconnect storms on this path.
+    async fn run_hyper(self, h2: Rc<Vec<crate::transport::H2>>) {
+        use http_body_util::BodyExt;
+        let (i, topic, shared) = (self.i, self.topic, self.shared.clone());
+        let opened = {
+            let _permit = self.sem.acquire().await.expect("never closed");
+            tokio::time::timeout(self.cfg.connect_timeout, self.open_hyper(&h2)).await
+        };
+        let mut body = match opened {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => {
+                shared.failed.fetch_add(1, Relaxed);
+                keep_first(&shared.connect_errors, format!("subscriber {i}: {e:#}"));
+                return;
+            }
+            Err(_) => {
+                shared.failed.fetch_add(1, Relaxed);
+                keep_first(&shared.connect_errors, format!("subscriber {i}: timed out"));
+                return;
+            }
+        };
+        self.stats.borrow_mut()[self.li].connected = true;
+        shared.connected.fetch_add(1, Relaxed);
+        shared.connected_per_topic[topic].fetch_add(1, Relaxed);
+        shared.last_connect_ns.fetch_max(sys::now_ns(), Relaxed);
+        let mut parser = crate::sse::Parser::new();
+        let error = loop {
+            match body.frame().await {
+                None => break anyhow::anyhow!("the server ended the stream"),
+                Some(Err(e)) => break e.into(),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.deliver(&mut parser, &data);
+                    }
+                }
+            }
+        };
+        self.stats.borrow_mut()[self.li].ended = true;
+        shared.ended.fetch_add(1, Relaxed);
+        keep_first(&shared.stream_errors, format!("subscriber {i}: {error:#}"));
+    }
+
+    async fn open_hyper(
+        &self,
+        h2: &[crate::transport::H2],
+    ) -> anyhow::Result<hyper::body::Incoming> {
+        let cfg = &self.cfg;
+        let url = payload::subscribe_url(&cfg.template, self.i, self.topic);
+        let target = Url::parse(&url)?.target;
+        let response = if h2.is_empty() {
+            let tls = cfg
+                .tls
+                .as_ref()
+                .context("HTTP/1.1 through hyper is for TLS")?;
+            let tcp = TcpStream::connect(cfg.addr).await?;
+            crate::transport::h1_tls_get(tcp, tls, &cfg.url.authority, &target, &cfg.header_pairs)
+                .await?
+        } else {
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            let send = &h2[self.li % h2.len()];
+            crate::transport::h2_get(send, scheme, &cfg.url.authority, &target, &cfg.header_pairs)
+                .await?
+        };
+        if response.status() != 200 {
+            bail!("status {}", response.status());
+        }
+        Ok(response.into_body())
+    }
+
+    /// Records the events in `bytes` (SSE, already out of any transfer coding).
+    fn deliver(&self, parser: &mut crate::sse::Parser, bytes: &[u8]) {
+        let now = sys::now_ns();
+        let mut st = self.stats.borrow_mut();
+        let st = &mut st[self.li];
+        let mut h = self.hist.borrow_mut();
+        let (topic, window) = (self.topic, self.cfg.reorder_window);
+        let mut n = 0u64;
+        parser.feed(bytes, |ev| match payload::parse_stamp(ev.data) {
+            None => st.unparsed += 1,
+            Some(s) => {
+                if s.topic.is_some_and(|t| t != topic as u64) {
+                    st.wrong_topic += 1;
+                }
+                report::record_ns(&mut h, now.saturating_sub(s.ts));
+                st.on_seq(s.seq, window);
+                n += 1;
+            }
+        });
+        if n > 0 {
+            self.shared.delivered.fetch_add(n, Relaxed);
+            self.shared.last_delivery_ns.fetch_max(now, Relaxed);
+        }
+    }
+}
+
 /// Reads what the socket holds. A read shorter than the buffer drained the socket, so the
 /// readiness is cleared right away (as if the read had returned `WouldBlock`): this saves the
 /// second `read` syscall per delivery that `AsyncRead` would make only to learn it would block.
@@ -552,6 +678,7 @@ async fn publish_paced(
     args: &FanoutArgs,
     template: PublishTemplate,
     addr: SocketAddr,
+    tls: Option<crate::transport::Tls>,
 ) -> PublishOutcome {
     let k = args.publish.topics.max(1);
     let outcome = Rc::new(RefCell::new(PublishOutcome {
@@ -571,8 +698,9 @@ async fn publish_paced(
     let mut tasks = Vec::new();
     for _ in 0..args.publish_connections.max(1) {
         let (rx, outcome, template) = (rx.clone(), outcome.clone(), template.clone());
+        let tls = tls.clone();
         tasks.push(tokio::task::spawn_local(async move {
-            let mut conn = http::Conn::new(addr);
+            let mut conn = http::Conn::with_tls(addr, tls);
             loop {
                 let job = { rx.lock().await.recv().await };
                 let Some(job) = job else { break };
@@ -661,6 +789,16 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .with_context(|| format!("resolving {}", pub_url.host))?
         .next()
         .context("no address")?;
+    let tls = match (&args.tls_ca, sub_url.tls || pub_url.tls) {
+        (Some(ca), true) => Some(crate::transport::Tls::new(ca, &sub_url.host)?),
+        (None, true) => bail!("https:// URLs need --tls-ca (the server's CA certificate)"),
+        (_, false) => None,
+    };
+    let pub_tls = if pub_url.tls { tls.clone() } else { None };
+    let sub_tls = if sub_url.tls { tls } else { None };
+    if !args.drop_at.is_empty() && (args.http2_connections > 0 || sub_tls.is_some()) {
+        bail!("--drop-at (reconnect storms) works over cleartext HTTP/1.1 only");
+    }
     let server = Server::new(args.common.server_pids.clone());
     let sample = || server.as_ref().map(|s| s.sample());
     let cores = sys::allowed_cpus();
@@ -678,6 +816,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         reorder_window: args.publish_connections.max(1) as u64,
         drops: !args.drop_at.is_empty(),
+        tls: sub_tls,
+        h2_connections: args.http2_connections,
+        header_pairs: crate::transport::header_pairs(&args.subscribe_headers)?,
     });
     let shared = Arc::new(Shared::new(cfg.topics));
 
@@ -751,7 +892,7 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
                     storm_shared.drops.send_modify(|g| *g += 1);
                 }
             });
-            let outcome = publish_paced(&args, template, pub_addr).await;
+            let outcome = publish_paced(&args, template, pub_addr, pub_tls).await;
             storms.abort();
             outcome
         }))

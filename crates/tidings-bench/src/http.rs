@@ -1,5 +1,5 @@
-//! A lean hand-rolled HTTP/1.1 client: plain `http://` URLs, one request at a time per
-//! connection, response heads parsed with `httparse`, bodies framed by `Content-Length`, chunked
+//! A lean hand-rolled HTTP/1.1 client: `http://` URLs (and `https://`, through
+//! [`crate::transport`]), one request at a time per connection, response heads parsed with `httparse`, bodies framed by `Content-Length`, chunked
 //! transfer coding or the end of the connection.
 
 use std::net::SocketAddr;
@@ -17,13 +17,18 @@ pub struct Url {
     pub port: u16,
     /// Path and query, starting with `/`.
     pub target: String,
+    /// `https://`.
+    pub tls: bool,
 }
 
 impl Url {
     pub fn parse(s: &str) -> anyhow::Result<Self> {
-        let Some(rest) = s.strip_prefix("http://") else {
-            bail!("only http:// URLs are supported: {s}");
+        let (rest, tls) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => bail!("only http:// and https:// URLs are supported: {s}"),
         };
+        let default_port = if tls { 443 } else { 80 };
         let (authority, target) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => match rest.find('?') {
@@ -43,14 +48,14 @@ impl Url {
             let end = bracketed.find(']').context("unclosed [ in host")?;
             let host = &bracketed[..end];
             let port = match &bracketed[end + 1..] {
-                "" => 80,
+                "" => default_port,
                 p => p.strip_prefix(':').context("bad port")?.parse()?,
             };
             (host.to_owned(), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_owned(), p.parse().context("bad port")?),
-                None => (authority.to_owned(), 80),
+                None => (authority.to_owned(), default_port),
             }
         };
         Ok(Self {
@@ -58,6 +63,7 @@ impl Url {
             host,
             port,
             target,
+            tls,
         })
     }
 
@@ -274,7 +280,8 @@ impl Dechunker {
 /// A keep-alive connection for request/response exchanges (the publishers).
 pub struct Conn {
     addr: SocketAddr,
-    stream: Option<TcpStream>,
+    tls: Option<crate::transport::Tls>,
+    stream: Option<Box<dyn crate::transport::Io>>,
     buf: Vec<u8>,
     /// Connections opened (1 + reconnects).
     pub opened: u64,
@@ -288,8 +295,14 @@ pub struct Reply {
 
 impl Conn {
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with_tls(addr, None)
+    }
+
+    /// A connection that speaks TLS (HTTP/1.1 by ALPN) when `tls` is given.
+    pub fn with_tls(addr: SocketAddr, tls: Option<crate::transport::Tls>) -> Self {
         Self {
             addr,
+            tls,
             stream: None,
             buf: Vec::with_capacity(4096),
             opened: 0,
@@ -319,7 +332,10 @@ impl Conn {
                 .await
                 .with_context(|| format!("connecting to {}", self.addr))?;
             s.set_nodelay(true)?;
-            self.stream = Some(s);
+            self.stream = Some(match &self.tls {
+                None => Box::new(s),
+                Some(tls) => Box::new(tls.connect(s, false).await?),
+            });
             self.opened += 1;
         }
         let stream = self.stream.as_mut().expect("connected");
@@ -393,7 +409,10 @@ impl std::fmt::Display for Stale {
 
 impl std::error::Error for Stale {}
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<usize> {
+async fn read_more(
+    stream: &mut Box<dyn crate::transport::Io>,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<usize> {
     if buf.capacity() - buf.len() < 2048 {
         buf.reserve(4096);
     }
@@ -418,7 +437,9 @@ mod tests {
             (u.host.as_str(), u.port, u.target.as_str()),
             ("::1", 9000, "/?x=1")
         );
-        assert!(Url::parse("https://x").is_err());
+        let tls = Url::parse("https://x/").unwrap();
+        assert!(tls.tls && tls.port == 443, "{tls:?}");
+        assert!(Url::parse("ftp://x").is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `tidings-bench`: a load generator for any Server-Sent Events server.
 //!
 //! - `fanout`: N subscribers (raw HTTP/1.1 over their own TCP connections, spread over
-//!   127.0.0.x source addresses) and a publisher pacing M events at R events/s; reports connect
+//!   127.0.0.x source addresses; or HTTP/2 streams over a few connections, or HTTP/1.1 over
+//!   TLS, through hyper: `transport.rs`) and a publisher pacing M events at R events/s; reports connect
 //!   time, publish -> deliver latency, deliveries/s, loss/duplicates/reordering, and the server's
 //!   CPU per delivery and memory per subscriber read from /proc.
 //! - `throughput`: C concurrent keep-alive publishers sending as fast as acknowledgments come.
@@ -15,6 +16,7 @@ pub mod report;
 pub mod sse;
 pub mod sys;
 pub mod throughput;
+pub mod transport;
 
 use std::path::PathBuf;
 

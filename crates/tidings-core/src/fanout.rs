@@ -43,6 +43,10 @@ pub struct Presence {
     pub subscriber: Arc<str>,
     /// The token's `mercure.payload`, as JSON text.
     pub payload: Option<Arc<str>>,
+    /// For a subscriber that used the 1.0 draft's `match` parameters, the matcher type of each
+    /// of its selectors (`exact`, `urlpattern`), in order: its subscriptions are then named and
+    /// described the draft's way. `None`: the stable line's `topic` form.
+    pub match_types: Option<Arc<[&'static str]>>,
 }
 
 /// One active subscription, as listed by [`Fanout::subscriptions`].
@@ -211,91 +215,171 @@ pub struct Fanout {
 /// Mailboxes holding frames the fan-out queued but did not write yet.
 ///
 /// A dispatch only queues each frame ([`Mailbox::hold`]) and hands the mailboxes it touched to
-/// a flusher task, which writes each one's frames in one go ([`Mailbox::release`]: straight to
-/// the socket when attached, else a wake-up of the reader). When the hub keeps up, that is one
-/// write per delivery right after the dispatch; when it falls behind (events arrive while the
-/// flusher still writes), the frames of several events pile up and leave in one write per
+/// the flusher tasks, which write each one's frames in one go ([`Mailbox::release`]: straight
+/// to the socket when attached, else a wake-up of the reader). When the hub keeps up, that is
+/// one write per delivery right after the dispatch; when it falls behind (events arrive while
+/// a flusher still writes), the frames of several events pile up and leave in one write per
 /// subscriber, so the cost per delivery falls as the load rises instead of the backlog growing.
+///
+/// There is one flusher per worker thread of the runtime (a shard), and a mailbox always goes
+/// to the same shard (by its address), so a large fan-out's writes run on every core while
+/// each subscriber's frames still leave in order from one writer.
 #[derive(Default)]
 struct Flush {
-    pending: Mutex<Vec<Arc<Mailbox>>>,
-    /// A spare list, so dispatches and flushes reuse their allocations.
+    /// Created by the first hand-over inside a runtime, sized by its worker count.
+    shards: std::sync::OnceLock<Box<[Arc<Shard>]>>,
+    /// A spare list, so dispatches reuse their allocations.
     spare: Mutex<Vec<Arc<Mailbox>>>,
-    /// Shared with the flusher task, which holds the queue only weakly: when the fan-out goes,
-    /// the queue's drop wakes the task and it ends.
-    notify: Arc<tokio::sync::Notify>,
-    started: std::sync::atomic::AtomicBool,
     /// Enforced after each round of writes, when the writes left it over its limit.
     budget: Option<Arc<QueueBudget>>,
 }
 
-impl Drop for Flush {
+/// One flusher's queue of mailboxes to write.
+struct Shard {
+    pending: Mutex<Vec<Arc<Mailbox>>>,
+    /// A spare list, so the flusher reuses its allocation.
+    spare: Mutex<Vec<Arc<Mailbox>>>,
+    /// Shared with the flusher task, which holds the shard only weakly: when the fan-out goes,
+    /// the shard's drop wakes the task and it ends.
+    notify: Arc<tokio::sync::Notify>,
+    budget: Option<Arc<QueueBudget>>,
+}
+
+impl Drop for Shard {
     fn drop(&mut self) {
         self.notify.notify_one();
     }
 }
 
-/// Mailboxes written between two yields of the flusher, so publishes and new subscribers are
+/// Mailboxes written between two yields of a flusher, so publishes and new subscribers are
 /// served while a large fan-out is written.
 const FLUSH_SLICE: usize = 128;
 
+/// The most flushers one fan-out starts, whatever the runtime's worker count.
+const MAX_SHARDS: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The shard of a mailbox, among `n`: a hash of its (stable) address.
+fn shard_of(mailbox: &Arc<Mailbox>, n: usize) -> usize {
+    let addr = Arc::as_ptr(mailbox) as usize as u64;
+    ((addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % n as u64) as usize
+}
+
 impl Flush {
     fn take_list(&self) -> Vec<Arc<Mailbox>> {
-        std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *lock(&self.spare))
     }
 
-    /// Takes `held` (mailboxes to release) to the flusher task, or, outside a tokio runtime,
+    /// The flushers, started on the current runtime the first time; `None` outside a runtime.
+    fn shards(&self) -> Option<&[Arc<Shard>]> {
+        if let Some(shards) = self.shards.get() {
+            return Some(shards);
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let shards = self.shards.get_or_init(|| {
+            let n = runtime.metrics().num_workers().clamp(1, MAX_SHARDS);
+            (0..n)
+                .map(|_| {
+                    let shard = Arc::new(Shard {
+                        pending: Mutex::default(),
+                        spare: Mutex::default(),
+                        notify: Arc::default(),
+                        budget: self.budget.clone(),
+                    });
+                    runtime.spawn(Shard::run(Arc::downgrade(&shard), shard.notify.clone()));
+                    shard
+                })
+                .collect()
+        });
+        Some(shards)
+    }
+
+    /// Takes `held` (mailboxes to release) to the flushers, or, outside a tokio runtime,
     /// releases them at once.
-    fn hand_over(self: &Arc<Self>, mut held: Vec<Arc<Mailbox>>, now: tokio::time::Instant) {
+    fn hand_over(&self, mut held: Vec<Arc<Mailbox>>, now: tokio::time::Instant) {
         if held.is_empty() {
             self.put_spare(held);
             return;
         }
-        if !self.started.load(Ordering::Acquire) {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    if !self.started.swap(true, Ordering::AcqRel) {
-                        runtime.spawn(Self::run(Arc::downgrade(self), self.notify.clone()));
-                    }
-                }
-                Err(_) => {
-                    for mailbox in held.drain(..) {
-                        mailbox.release(now);
-                    }
-                    self.put_spare(held);
-                    self.enforce_budget();
-                    return;
-                }
+        let Some(shards) = self.shards() else {
+            for mailbox in held.drain(..) {
+                mailbox.release(now);
             }
-        }
-        {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.is_empty() {
-                std::mem::swap(&mut *pending, &mut held);
-            } else {
-                pending.append(&mut held);
+            self.put_spare(held);
+            if let Some(budget) = &self.budget {
+                enforce(budget);
+            }
+            return;
+        };
+        if let [shard] = shards {
+            shard.take(&mut held);
+            shard.notify.notify_one();
+        } else {
+            // Every shard's queue locked once, in a fixed order (a flusher holds one at a time).
+            let mut queues: Vec<_> = shards.iter().map(|s| lock(&s.pending)).collect();
+            let mut touched = 0u64;
+            for mailbox in held.drain(..) {
+                let i = shard_of(&mailbox, shards.len());
+                queues[i].push(mailbox);
+                touched |= 1 << i;
+            }
+            drop(queues);
+            for (i, shard) in shards.iter().enumerate() {
+                if touched & (1 << i) != 0 {
+                    shard.notify.notify_one();
+                }
             }
         }
         self.put_spare(held);
-        self.notify.notify_one();
     }
 
-    fn put_spare(&self, mut list: Vec<Arc<Mailbox>>) {
-        list.clear();
-        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.capacity() < list.capacity() {
-            *spare = list;
+    fn put_spare(&self, list: Vec<Arc<Mailbox>>) {
+        put_spare(&self.spare, list);
+    }
+}
+
+fn put_spare(spare: &Mutex<Vec<Arc<Mailbox>>>, mut list: Vec<Arc<Mailbox>>) {
+    list.clear();
+    let mut spare = lock(spare);
+    if spare.capacity() < list.capacity() {
+        *spare = list;
+    }
+}
+
+/// Over the budget once the writes are done (what the sockets took is no longer counted), cuts
+/// the largest backlogs.
+fn enforce(budget: &QueueBudget) {
+    if budget.is_over() {
+        budget.enforce();
+    }
+}
+
+impl Shard {
+    /// Appends `held` to this shard's queue, leaving `held` empty.
+    fn take(&self, held: &mut Vec<Arc<Mailbox>>) {
+        let mut pending = lock(&self.pending);
+        if pending.is_empty() {
+            std::mem::swap(&mut *pending, held);
+        } else {
+            pending.append(held);
         }
     }
 
-    /// The flusher task. It holds this queue only weakly and never the fan-out, so it ends
-    /// when the fan-out is dropped (or with the runtime).
-    async fn run(flush: std::sync::Weak<Self>, notify: Arc<tokio::sync::Notify>) {
+    /// A flusher task. It holds its shard only weakly and never the fan-out, so it ends when
+    /// the fan-out is dropped (or with the runtime).
+    async fn run(shard: std::sync::Weak<Self>, notify: Arc<tokio::sync::Notify>) {
         loop {
-            let Some(this) = flush.upgrade() else { return };
-            let mut list =
-                std::mem::take(&mut *this.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            let Some(this) = shard.upgrade() else { return };
+            let mut list = {
+                let mut pending = lock(&this.pending);
+                let spare = std::mem::take(&mut *lock(&this.spare));
+                std::mem::replace(&mut *pending, spare)
+            };
             if list.is_empty() {
+                put_spare(&this.spare, list);
                 drop(this);
                 notify.notified().await;
                 continue;
@@ -307,17 +391,9 @@ impl Flush {
                 }
                 mailbox.release(now);
             }
-            this.put_spare(list);
-            this.enforce_budget();
-        }
-    }
-
-    /// Over the budget once the writes are done (what the sockets took is no longer counted),
-    /// cuts the largest backlogs.
-    fn enforce_budget(&self) {
-        if let Some(budget) = &self.budget {
-            if budget.is_over() {
-                budget.enforce();
+            put_spare(&this.spare, list);
+            if let Some(budget) = &this.budget {
+                enforce(budget);
             }
         }
     }
@@ -343,10 +419,8 @@ impl Fanout {
             registry: Mutex::new(registry),
             counters: FanoutCounters::default(),
             flush: Arc::new(Flush {
-                pending: Mutex::default(),
+                shards: Default::default(),
                 spare: Mutex::default(),
-                notify: Arc::default(),
-                started: Default::default(),
                 budget: Some(budget.clone()),
             }),
             budget,
@@ -854,5 +928,41 @@ mod tests {
         assert_eq!(got.len(), 10);
         assert_eq!(f.counters.slow_disconnects.load(Ordering::Relaxed), 1);
         assert!(slow.is_empty(), "a cut mailbox frees its frames");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn flushers_per_worker_keep_each_subscribers_order() {
+        let f = Fanout::new(Head::default());
+        let wires: Vec<_> = (0..400)
+            .map(|_| {
+                let mb = sub(&f, &["a"]);
+                let wire = Arc::new(CountingWire::default());
+                mb.attach(wire.clone(), 0, tokio::time::Instant::now());
+                (mb, wire)
+            })
+            .collect();
+        let mut want = Vec::new();
+        for s in 1..=3 {
+            f.dispatch(&[ev(s, &["a"], false)]);
+            want.extend_from_slice(sse::encode_frame(&ev(s, &["a"], false)).wire());
+        }
+        let shards = f.flush.shards.get().expect("started in a runtime");
+        assert_eq!(shards.len(), 4, "one flusher per worker");
+        let mut per_shard = [0usize; 4];
+        for (mb, _) in &wires {
+            per_shard[shard_of(mb, 4)] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 0), "{per_shard:?}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for (i, (_, wire)) in wires.iter().enumerate() {
+            loop {
+                let got = wire.0.lock().unwrap().1.clone();
+                if got.len() >= want.len() || std::time::Instant::now() > deadline {
+                    assert_eq!(got, want, "subscriber {i}: every frame, in order");
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
     }
 }

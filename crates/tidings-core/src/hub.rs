@@ -278,6 +278,70 @@ impl Hub {
         Ok(events)
     }
 
+    /// Appends `batch` idempotently: an event whose publisher id is already in the log with the
+    /// same content (topics, type, data, retry, private) is not stored again and comes back as
+    /// the stored event marked `true` (a duplicate); the same id with other content fails with
+    /// [`LogError::DuplicateId`], as does an id given twice in the batch. The rest of the batch
+    /// is appended atomically as by [`Hub::publish`]. The store's unique id is the arbiter, so
+    /// this holds on every store and between hub nodes racing on one id: with an id,
+    /// publishing is exactly-once.
+    pub async fn publish_idempotent(
+        &self,
+        batch: Vec<NewEvent>,
+    ) -> Result<Vec<(Arc<Event>, bool)>, HubError> {
+        if batch.iter().all(|e| e.id.is_none()) {
+            let events = self.publish(batch).await?;
+            return Ok(events.into_iter().map(|e| (e, false)).collect());
+        }
+        let mut answers: Vec<Option<(Arc<Event>, bool)>> = vec![None; batch.len()];
+        let mut pending: Vec<(usize, NewEvent)> = batch.into_iter().enumerate().collect();
+        // Each round settles at least one duplicate or ends; a batch is bounded in size.
+        loop {
+            if pending.is_empty() {
+                break;
+            }
+            let attempt: Vec<NewEvent> = pending.iter().map(|(_, e)| e.clone()).collect();
+            match self.publish(attempt).await {
+                Ok(events) => {
+                    for ((slot, _), event) in pending.drain(..).zip(events) {
+                        answers[slot] = Some((event, false));
+                    }
+                    break;
+                }
+                Err(HubError::Log(LogError::DuplicateId(id))) => {
+                    let twice = pending
+                        .iter()
+                        .filter(|(_, e)| e.id.as_ref().is_some_and(|i| i.as_str() == id))
+                        .count();
+                    let at = pending
+                        .iter()
+                        .position(|(_, e)| e.id.as_ref().is_some_and(|i| i.as_str() == id));
+                    let stored = match (at, twice) {
+                        (Some(_), 1) => self.stored_event(&id).await?,
+                        _ => None,
+                    };
+                    match (at, stored) {
+                        (Some(at), Some(stored)) if same_event(&stored, &pending[at].1) => {
+                            let (slot, _) = pending.remove(at);
+                            answers[slot] = Some((stored, true));
+                        }
+                        _ => return Err(LogError::DuplicateId(id).into()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// The retained event with this publisher id, private or not.
+    async fn stored_event(&self, id: &str) -> Result<Option<Arc<Event>>, LogError> {
+        match self.locate(id).await? {
+            Some(seq) => Ok(self.event_at(seq).await?.filter(|e| e.id.as_str() == id)),
+            None => Ok(None),
+        }
+    }
+
     /// Ends every stream (after what is queued) and stops the background tasks.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
@@ -1323,6 +1387,16 @@ async fn prune_loop(
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
         }
     }
+}
+
+/// Whether a retried publish is the event already stored under its id: same topics (in order),
+/// type, data, retry and privacy.
+fn same_event(stored: &Event, new: &NewEvent) -> bool {
+    *stored.topics == *new.topics
+        && stored.kind == new.kind
+        && *stored.data == *new.data
+        && stored.retry == new.retry
+        && stored.private == new.private
 }
 
 #[cfg(test)]

@@ -122,6 +122,22 @@ impl App {
             &self.config.edge.cors,
             self.config.edge.allowed_hosts.clone(),
         );
+        // TLS: the certificates are loaded before the first connection (an error stops start-up
+        // with the file's name) and watched for changes while the hub serves.
+        let (tls, _watching) = match &self.config.protocol.tls {
+            Some(files) => {
+                let certificates = net::tls::Certificates::load(files.clone())
+                    .context("loading the TLS certificate")?;
+                let config = certificates.server_config().context("configuring TLS")?;
+                let watching = tokio::spawn(certificates.watch());
+                tracing::info!(cert = %files.cert.display(), "serving TLS (HTTP/2 and HTTP/1.1)");
+                (
+                    Some(tokio_rustls::TlsAcceptor::from(config)),
+                    Some(AbortOnDrop(watching)),
+                )
+            }
+            None => (None, None),
+        };
         let hub = self.hub.clone();
         let signal = async move {
             shutdown.await;
@@ -133,9 +149,19 @@ impl App {
             router,
             limits,
             self.config.serve_options(),
+            tls,
             signal,
         )
         .await;
         Ok(())
+    }
+}
+
+/// Aborts a background task when dropped (the certificate watcher, when serving returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -11,6 +11,7 @@ use failure::{Failure, Kind};
 
 pub mod failure;
 pub mod pg;
+pub mod token;
 
 /// Tidings: a durable real-time event hub (Mercure protocol, Server-Sent Events).
 ///
@@ -54,6 +55,8 @@ pub enum Command {
     Tail(TailArgs),
     /// PostgreSQL store tools: table-change watches (`watch`, `unwatch`, `watches`).
     Pg(pg::PgArgs),
+    /// Mint a development token (stable-line `mercure` claim, or --draft access token).
+    Token(Box<token::TokenArgs>),
 }
 
 #[derive(Debug, clap::Args)]

@@ -63,6 +63,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Publish(args) => cli::publish(args).await,
         Command::Tail(args) => cli::tail(args).await,
         Command::Pg(args) => cli::pg::run(args).await,
+        Command::Token(args) => cli::token::run(*args).kind(Kind::Config),
     }
 }
 

@@ -17,6 +17,10 @@ use regex::{Regex, RegexBuilder};
 use thiserror::Error;
 use url::Url;
 
+/// The reserved wildcard: as a selector of any kind it matches every topic; as a topic it cannot
+/// be published to.
+pub const WILDCARD: &str = "*";
+
 /// Longest accepted selector, in bytes.
 pub const MAX_SELECTOR_LEN: usize = 2048;
 
@@ -81,7 +85,7 @@ impl Selector {
     /// exact topic.
     pub fn parse_topic(s: &str) -> Result<Self, SelectorError> {
         check_len(s)?;
-        if s == "*" {
+        if s == WILDCARD {
             return Ok(Self::Any);
         }
         if s.contains('{') {
@@ -90,9 +94,14 @@ impl Selector {
         Self::parse_exact(s)
     }
 
-    /// Parses the newer draft's `match=`: always an exact topic.
+    /// Parses the newer draft's `match=`: an exact topic, or the reserved wildcard `*`, which
+    /// matches every topic whatever the matcher type (so the topic `*` itself is not
+    /// addressable, and publishing to it is refused).
     pub fn parse_exact(s: &str) -> Result<Self, SelectorError> {
         check_len(s)?;
+        if s == WILDCARD {
+            return Ok(Self::Any);
+        }
         if s.chars().any(char::is_control) {
             return Err(SelectorError::ControlChar);
         }
@@ -113,6 +122,9 @@ impl Selector {
     /// absolute, and only topics that are absolute URLs can match it.
     pub fn parse_url_pattern(s: &str) -> Result<Self, SelectorError> {
         check_len(s)?;
+        if s == WILDCARD {
+            return Ok(Self::Any);
+        }
         Ok(Self::UrlPattern {
             source: s.into(),
             matcher: UrlPatternMatcher::new(s, None)?,
@@ -123,6 +135,9 @@ impl Selector {
     /// and relative topics when matching, are resolved against `base`, the hub's own URL.
     pub fn parse_url_pattern_with_base(s: &str, base: &str) -> Result<Self, SelectorError> {
         check_len(s)?;
+        if s == WILDCARD {
+            return Ok(Self::Any);
+        }
         let base = Url::parse(base)
             .map_err(|e| SelectorError::UrlPattern(format!("invalid base URL: {e}")))?;
         Ok(Self::UrlPattern {
@@ -211,11 +226,13 @@ fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
 }
 
 mod cache;
+mod reserved;
 mod template;
 #[cfg(test)]
 mod tests;
 mod url_pattern;
 
 pub use cache::SelectorCache;
+pub use reserved::in_hub_namespace;
 use template::template_regex;
 pub use url_pattern::UrlPatternMatcher;

@@ -52,11 +52,73 @@ fn parse_topic_detects_the_form() {
 
 #[test]
 fn parse_exact_never_interprets() {
-    for s in ["*", "jobs/{id}", "https://example.com/:id"] {
+    for s in ["jobs/{id}", "https://example.com/:id", "**", " *"] {
         let sel = Selector::parse_exact(s).unwrap();
         assert_eq!(sel.as_exact(), Some(s));
         assert_matches(&sel, &[s], &["jobs/1", "x"]);
     }
+}
+
+/// The Mercure draft's reserved wildcard: `*` is recognised before the matcher type, so it
+/// matches every topic as `match`, `match_urlpattern` (with or without a base) and `topic`.
+#[test]
+fn the_wildcard_matches_every_topic_whatever_the_matcher_type() {
+    let topics = [
+        "*",
+        "x",
+        "https://example.com/books/1",
+        "/.well-known/mercure/subscriptions",
+    ];
+    for sel in [
+        Selector::parse_exact("*").unwrap(),
+        Selector::parse_url_pattern("*").unwrap(),
+        Selector::parse_url_pattern_with_base("*", "https://hub.example/.well-known/mercure")
+            .unwrap(),
+        Selector::parse_topic("*").unwrap(),
+        SelectorCache::default().parse_url_pattern("*").unwrap(),
+    ] {
+        assert!(matches!(sel, Selector::Any), "{sel:?}");
+        assert_matches(&sel, &topics, &[]);
+    }
+}
+
+/// The draft's matcher table: `exact` compares byte for byte (no normalisation, no relative
+/// resolution), `urlpattern` follows the URL Pattern standard, case-sensitively.
+#[test]
+fn the_drafts_matcher_table() {
+    let exact = Selector::parse_exact("https://example.com/books/1").unwrap();
+    assert_matches(
+        &exact,
+        &["https://example.com/books/1"],
+        &[
+            "https://example.com/books/1/",
+            "https://EXAMPLE.com/books/1",
+            "/books/1",
+        ],
+    );
+    let pattern = Selector::parse_url_pattern("https://example.com/books/:id").unwrap();
+    assert_matches(
+        &pattern,
+        &["https://example.com/books/1", "https://EXAMPLE.com/books/2"],
+        &[
+            "https://example.com/Books/1",
+            "https://example.com/books/1/x",
+            "books/1",
+        ],
+    );
+    let relative = Selector::parse_url_pattern_with_base(
+        "/.well-known/mercure/subscriptions/exact/:topic/:subscriber",
+        "https://hub.example.com/.well-known/mercure",
+    )
+    .unwrap();
+    assert_matches(
+        &relative,
+        &[
+            "/.well-known/mercure/subscriptions/exact/a/b",
+            "https://hub.example.com/.well-known/mercure/subscriptions/exact/a/b",
+        ],
+        &["https://other.example/.well-known/mercure/subscriptions/exact/a/b"],
+    );
 }
 
 #[test]

@@ -98,6 +98,11 @@ pub(super) struct Verifier {
     validation: Validation,
     audience: Option<String>,
     issuer: Option<String>,
+    /// Whether stable-line (`mercure` claim) tokens are accepted.
+    legacy_tokens: bool,
+    /// What relative URL patterns in tokens resolve against: the resource identifier when it
+    /// is a URL.
+    base: String,
 }
 
 impl Verifier {
@@ -123,6 +128,13 @@ impl Verifier {
             validation,
             audience: config.audience.clone(),
             issuer: config.issuer.clone(),
+            legacy_tokens: config.legacy_tokens,
+            base: config
+                .audience
+                .as_deref()
+                .filter(|a| a.starts_with("https://") || a.starts_with("http://"))
+                .unwrap_or(super::claims::DEFAULT_BASE)
+                .to_owned(),
         })
     }
 
@@ -167,39 +179,63 @@ impl Verifier {
         }
         let claims: Claims = serde_json::from_value(raw.clone())
             .map_err(|_| AuthError::Invalid("malformed claims"))?;
-        if claims.is_access_token() {
-            // RFC 9068: typed as an access token, bound to this hub, and expiring.
-            let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
-            if typ != "at+jwt" && typ != "application/at+jwt" {
+        let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+        let typed_access = typ == "at+jwt" || typ == "application/at+jwt";
+        if typed_access || claims.is_access_token() {
+            // RFC 9068, as the 1.0 draft profiles it: typed as an access token, bound to this
+            // hub by `aud`, expiring, and from the configured issuer when there is one.
+            if !typed_access {
                 return Err(AuthError::Invalid("an access token must have typ at+jwt"));
             }
-            if self.audience.is_none() {
+            let Some(audience) = &self.audience else {
                 return Err(AuthError::Invalid(
                     "this hub has no resource identifier (--jwt-audience) for access tokens",
                 ));
+            };
+            if !audience_matches(&raw, audience) {
+                return Err(AuthError::Invalid("the token is not for this hub (aud)"));
             }
             if raw.get("exp").is_none() {
                 return Err(AuthError::Invalid("an access token must carry exp"));
             }
-        }
-        if let Some(audience) = &self.audience {
-            let ok = match raw.get("aud") {
-                Some(Value::String(a)) => a == audience,
-                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
-                _ => false,
-            };
-            if !ok {
-                return Err(AuthError::Invalid("the token is not for this hub (aud)"));
+            if let Some(issuer) = &self.issuer {
+                if raw.get("iss").and_then(Value::as_str) != Some(issuer) {
+                    return Err(AuthError::Invalid(
+                        "the token's issuer is not accepted (iss)",
+                    ));
+                }
             }
-        }
-        if let Some(issuer) = &self.issuer {
-            if raw.get("iss").and_then(Value::as_str) != Some(issuer) {
+        } else {
+            // A stable-line token (the `mercure` claim): accepted beside access tokens unless
+            // turned off; its `aud` and `iss`, when it carries them, must still fit this hub.
+            if !self.legacy_tokens {
                 return Err(AuthError::Invalid(
-                    "the token's issuer is not accepted (iss)",
+                    "stable-line tokens (mercure claim) are turned off on this hub (--legacy-tokens)",
                 ));
             }
+            if let (Some(audience), true) = (&self.audience, raw.get("aud").is_some()) {
+                if !audience_matches(&raw, audience) {
+                    return Err(AuthError::Invalid("the token is not for this hub (aud)"));
+                }
+            }
+            if let (Some(issuer), Some(iss)) = (&self.issuer, raw.get("iss")) {
+                if iss.as_str() != Some(issuer) {
+                    return Err(AuthError::Invalid(
+                        "the token's issuer is not accepted (iss)",
+                    ));
+                }
+            }
         }
-        claims.into_grant()
+        claims.into_grant(&self.base)
+    }
+}
+
+/// Whether the token's `aud` (a string or an array of strings) names `audience`.
+fn audience_matches(raw: &Value, audience: &str) -> bool {
+    match raw.get("aud") {
+        Some(Value::String(a)) => a == audience,
+        Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(audience)),
+        _ => false,
     }
 }
 

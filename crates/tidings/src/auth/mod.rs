@@ -17,7 +17,7 @@ use jsonwebtoken::Algorithm;
 mod claims;
 mod keys;
 
-pub use claims::Grant;
+pub use claims::{Grant, DEFAULT_BASE, DETAIL_TYPES};
 use keys::Verifier;
 
 /// The stable Mercure line's cookie name.
@@ -58,11 +58,14 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// The cookie a token may come in (the draft's `__Secure-mercure_access_token` is read too).
     pub cookie: String,
-    /// The hub's resource identifier: required in the `aud` of newer-draft access tokens, and of
-    /// every token when set.
+    /// The hub's resource identifier: required in the `aud` of 1.0-draft access tokens (which
+    /// are refused without it), and checked in a stable-line token that carries `aud`.
     pub audience: Option<String>,
-    /// When set, every token's `iss` must be this.
+    /// When set, an access token's `iss` must be this (and a stable-line token's, if it has one).
     pub issuer: Option<String>,
+    /// Whether stable-line tokens (the `mercure` claim, no `typ: at+jwt`) are accepted beside
+    /// access tokens.
+    pub legacy_tokens: bool,
 }
 
 impl Default for AuthConfig {
@@ -75,6 +78,7 @@ impl Default for AuthConfig {
             cookie: DEFAULT_COOKIE.to_owned(),
             audience: None,
             issuer: None,
+            legacy_tokens: true,
         }
     }
 }
@@ -104,6 +108,7 @@ pub struct Auth {
     subscriber: Option<Verifier>,
     anonymous: bool,
     cookie: String,
+    audience: Option<String>,
 }
 
 impl Auth {
@@ -128,7 +133,13 @@ impl Auth {
                 .context("subscriber JWT key")?,
             anonymous: config.anonymous,
             cookie: config.cookie.clone(),
+            audience: config.audience.clone(),
         })
+    }
+
+    /// The hub's resource identifier (`--jwt-audience`), when configured.
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
     }
 
     /// Whether publishing is open to anyone (no publisher key configured).

@@ -20,6 +20,7 @@ use crate::net::ServeOptions;
 
 mod edge;
 mod ops;
+mod protocol;
 
 use crate::ingest::webhook::read_secret;
 pub use edge::{EdgeArgs, EdgeConfig};
@@ -28,6 +29,7 @@ pub use ops::OpsArgs;
 // Kept here too for code that names them by their configuration's path.
 pub use crate::http::admin::OpsConfig;
 pub use crate::http::limits::Limits;
+pub use protocol::{ProtocolArgs, ProtocolConfig};
 
 /// Where events are stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -154,6 +156,8 @@ pub struct Config {
     pub webhooks: Webhooks,
     /// `/metrics` and `/stats` access, readiness.
     pub ops: OpsConfig,
+    /// TLS, HTTP/2.
+    pub protocol: ProtocolConfig,
 }
 
 impl Config {
@@ -176,6 +180,7 @@ impl Config {
             edge: EdgeConfig::default(),
             webhooks: Webhooks::default(),
             ops: OpsConfig::default(),
+            protocol: ProtocolConfig::default(),
         }
     }
 
@@ -186,6 +191,9 @@ impl Config {
             write_stall_timeout: self.edge.write_stall_timeout,
             send_buffer: self.edge.send_buffer,
             grace: self.shutdown_grace,
+            h2c: self.protocol.h2c,
+            max_concurrent_streams: self.protocol.max_concurrent_streams,
+            heartbeat: self.hub.heartbeat,
         }
     }
 }
@@ -341,6 +349,8 @@ pub struct ServeArgs {
     pub edge: EdgeArgs,
     #[command(flatten)]
     pub ops: OpsArgs,
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
     /// JWKS document (file path or http(s) URL) for both roles; keys chosen by `kid`, fetched
     /// again on an unknown `kid`. Algorithm from --jwt-alg [default: RS256].
     #[arg(long, env = "TIDINGS_JWKS")]
@@ -351,13 +361,18 @@ pub struct ServeArgs {
     /// JWKS for subscribers (overrides --jwks).
     #[arg(long, env = "TIDINGS_SUBSCRIBER_JWKS")]
     pub subscriber_jwks: Option<String>,
-    /// The hub's resource identifier: required in `aud` (of every token when set; newer-draft
-    /// access tokens are refused without it).
+    /// The hub's resource identifier, e.g. https://hub.example.com/.well-known/mercure: required
+    /// in the `aud` of 1.0-draft access tokens (refused without it), checked in a stable-line
+    /// token that carries `aud`.
     #[arg(long, env = "TIDINGS_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
-    /// When set, every token's `iss` must equal it.
+    /// When set, an access token's `iss` must equal it (and a stable-line token's, if it has one).
     #[arg(long, env = "TIDINGS_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+    /// Accept stable-line Mercure tokens (the `mercure` claim) beside 1.0-draft access tokens
+    /// [default: true]; `false` accepts access tokens only.
+    #[arg(long, env = "TIDINGS_LEGACY_TOKENS")]
+    pub legacy_tokens: Option<bool>,
 }
 
 /// The TOML file: the same settings; an unknown key is an error.
@@ -409,6 +424,13 @@ pub(super) struct FileConfig {
     jwt_issuer: Option<String>,
     metrics_token: Option<String>,
     ready_stall: Option<String>,
+    legacy_tokens: Option<bool>,
+    // TLS and HTTP/2 (protocol.rs).
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_reload_every: Option<String>,
+    h2c: Option<bool>,
+    max_concurrent_streams: Option<u32>,
     /// `[webhooks.NAME]` tables (file only: no flag or environment variable).
     #[serde(default)]
     webhooks: std::collections::BTreeMap<String, WebhookConfig>,
@@ -466,6 +488,7 @@ impl ServeArgs {
         };
         let edge = std::mem::take(&mut self.edge).resolve(&mut file)?;
         let ops = std::mem::take(&mut self.ops).resolve(&mut file)?;
+        let protocol = std::mem::take(&mut self.protocol).resolve(&mut file)?;
         let durability = match self.durability {
             Some(d) => Some(d),
             None => file
@@ -482,6 +505,7 @@ impl ServeArgs {
         let mut config = Config::with_store_path("tidings.db");
         config.edge = edge;
         config.ops = ops;
+        config.protocol = protocol;
         config.store = StoreConfig::parse(&store, durability.unwrap_or(Durability::Full))?;
         if durability.is_some() && !matches!(config.store, StoreConfig::Sqlite { .. }) {
             // Checked before anything is opened or bound: a setting that would silently do
@@ -628,6 +652,7 @@ impl ServeArgs {
         }
         config.auth.audience = self.jwt_audience.or(file.jwt_audience);
         config.auth.issuer = self.jwt_issuer.or(file.jwt_issuer);
+        config.auth.legacy_tokens = self.legacy_tokens.or(file.legacy_tokens).unwrap_or(true);
         config.subscription_events = self
             .subscription_events
             .or(file.subscription_events)

@@ -14,11 +14,13 @@ pub use limits::Limits;
 
 pub mod admin;
 pub mod cors;
+pub mod dashboard;
 pub mod error;
 pub mod form;
 pub mod host;
 pub mod json;
 pub mod limits;
+pub mod metadata;
 pub mod metrics;
 pub mod poll;
 pub mod presence;
@@ -75,7 +77,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/.well-known/mercure/subscriptions/{topic}/{subscriber}",
-            get(presence::one),
+            get(presence::pair),
+        )
+        .route(
+            "/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}",
+            get(presence::draft_one),
         )
         .route("/events", get(poll::poll))
         .route(
@@ -87,8 +93,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(admin::readyz))
         .route("/stats", get(admin::stats.layer(ops_token.clone())))
         .route("/metrics", get(metrics::metrics.layer(ops_token)))
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(metadata::document),
+        )
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metadata::challenge,
+        ))
         .with_state(state)
 }
 

@@ -1,6 +1,10 @@
-//! Presence: Mercure's active-subscriptions API (stable line) and subscription events.
+//! Presence: Mercure's active-subscriptions API and subscription events, in both generations.
 //!
-//! `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]` answers JSON-LD. The caller
+//! `GET /.well-known/mercure/subscriptions[/{topic}[/{subscriber}]]` (stable line) and
+//! `.../subscriptions/{match_type}/{match}[/{subscriber}]` (1.0 draft) answer JSON-LD. A
+//! subscriber that used the draft's `match` parameters is described and announced the draft's
+//! way (`match_type`, `match`, ids under `{match_type}/{match}`), one that used `topic` the
+//! stable line's way (`topic`, ids under `{topic}`). The caller
 //! needs a subscriber token whose `mercure.subscribe` selectors match the requested path, and
 //! sees only the subscriptions whose ids its selectors match. When subscription events are
 //! enabled, the hub publishes a private event on each subscription's id when it starts
@@ -9,7 +13,7 @@
 use std::sync::Arc;
 
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
@@ -31,7 +35,8 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// The id (and topic of its events) of one subscriber's subscription to `selector`.
+/// The id (and topic of its events) of one subscriber's subscription to `selector`, the stable
+/// line's way: `{PREFIX}/{topic}/{subscriber}`.
 pub fn subscription_id(selector: &str, subscriber: &str) -> String {
     format!(
         "{PREFIX}/{}/{}",
@@ -40,32 +45,76 @@ pub fn subscription_id(selector: &str, subscriber: &str) -> String {
     )
 }
 
-fn document(selector: &str, presence: &Presence, active: bool) -> Value {
+/// The 1.0 draft's id of a subscription: `{PREFIX}/{match_type}/{match}/{subscriber}`, each
+/// variable percent-encoded exactly once.
+pub fn draft_subscription_id(match_type: &str, matcher: &str, subscriber: &str) -> String {
+    format!(
+        "{PREFIX}/{match_type}/{}/{}",
+        utf8_percent_encode(matcher, COMPONENT),
+        utf8_percent_encode(subscriber, COMPONENT)
+    )
+}
+
+/// The draft's matcher type name of a selector (`uritemplate` for the stable line's templates,
+/// which the draft leaves to extensions; `*` is an exact matcher's wildcard).
+pub fn match_type(selector: &Selector) -> &'static str {
+    match selector {
+        Selector::UrlPattern { .. } => "urlpattern",
+        Selector::Template { .. } => "uritemplate",
+        Selector::Any | Selector::Exact(_) => "exact",
+    }
+}
+
+/// Each selector of a subscriber with its draft matcher type (`None`: the stable line's form).
+fn matchers<'a>(
+    selectors: &'a [String],
+    presence: &'a Presence,
+) -> impl Iterator<Item = (&'a str, Option<&'static str>)> {
+    selectors.iter().enumerate().map(|(i, s)| {
+        let kind = presence
+            .match_types
+            .as_ref()
+            .and_then(|m| m.get(i).copied());
+        (s.as_str(), kind)
+    })
+}
+
+fn document(selector: &str, kind: Option<&str>, presence: &Presence, active: bool) -> Value {
     let payload = presence
         .payload
         .as_deref()
         .and_then(|p| serde_json::from_str::<Value>(p).ok());
-    let mut doc = json!({
-        "id": subscription_id(selector, &presence.subscriber),
-        "type": "Subscription",
-        "topic": selector,
-        "subscriber": &*presence.subscriber,
-        "active": active,
-    });
+    let mut doc = match kind {
+        None => json!({
+            "id": subscription_id(selector, &presence.subscriber),
+            "type": "Subscription",
+            "topic": selector,
+            "subscriber": &*presence.subscriber,
+            "active": active,
+        }),
+        Some(kind) => json!({
+            "id": draft_subscription_id(kind, selector, &presence.subscriber),
+            "type": "Subscription",
+            "match_type": kind,
+            "match": selector,
+            "subscriber": &*presence.subscriber,
+            "active": active,
+        }),
+    };
     if let Some(payload) = payload {
         doc["payload"] = payload;
     }
     doc
 }
 
-/// The private events announcing that `presence` started (or stopped) watching `selectors`.
+/// The private events announcing that `presence` started (or stopped) watching `selectors`;
+/// each event's topic is the subscription's id.
 pub fn events(selectors: &[String], presence: &Presence, active: bool) -> Vec<NewEvent> {
-    selectors
-        .iter()
-        .filter_map(|selector| {
-            let mut doc = document(selector, presence, active);
+    matchers(selectors, presence)
+        .filter_map(|(selector, kind)| {
+            let mut doc = document(selector, kind, presence, active);
             doc["@context"] = json!("https://mercure.rocks/");
-            let topic = Topic::parse(&subscription_id(selector, &presence.subscriber)).ok()?;
+            let topic = Topic::parse(doc["id"].as_str()?).ok()?;
             let mut event = NewEvent::new(vec![topic], doc.to_string()).ok()?;
             event.private = true;
             Some(event)
@@ -94,7 +143,12 @@ impl Drop for Departure {
     }
 }
 
-/// `GET /.well-known/mercure/subscriptions`.
+/// The draft's matcher type names, which make a two-segment path the draft's
+/// `{match_type}/{match}` collection rather than the stable line's `{topic}/{subscriber}`.
+const MATCH_TYPES: [&str; 2] = ["exact", "urlpattern"];
+
+/// `GET /.well-known/mercure/subscriptions`: every subscription, each in the form its
+/// subscriber used.
 pub async fn all(
     State(state): State<Arc<AppState>>,
     OriginalUri(uri): OriginalUri,
@@ -103,7 +157,7 @@ pub async fn all(
     list(&state, uri.path(), &headers, |_, _| true).await
 }
 
-/// `GET /.well-known/mercure/subscriptions/{topic}`.
+/// `GET /.well-known/mercure/subscriptions/{topic}` (stable line).
 pub async fn by_topic(
     State(state): State<Arc<AppState>>,
     OriginalUri(uri): OriginalUri,
@@ -116,23 +170,60 @@ pub async fn by_topic(
     .await
 }
 
-/// `GET /.well-known/mercure/subscriptions/{topic}/{subscriber}`.
-pub async fn one(
+/// `GET /.well-known/mercure/subscriptions/{a}/{b}`: the draft's collection
+/// `{match_type}/{match}` when `a` is `exact` or `urlpattern`, else the stable line's single
+/// subscription `{topic}/{subscriber}`.
+pub async fn pair(
     State(state): State<Arc<AppState>>,
     OriginalUri(uri): OriginalUri,
-    Path((topic, subscriber)): Path<(String, String)>,
+    Path((a, b)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let selectors = authorize(&state, uri.path(), &headers).await?;
+    if MATCH_TYPES.contains(&a.as_str()) {
+        return list(&state, uri.path(), &headers, |selector, kind| {
+            kind == Some(a.as_str()) && selector == b
+        })
+        .await;
+    }
+    one(&state, uri.path(), &headers, |s, selector, kind| {
+        kind.is_none() && selector == a && *s.presence.subscriber == *b
+    })
+    .await
+}
+
+/// `GET /.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}` (1.0 draft).
+pub async fn draft_one(
+    State(state): State<Arc<AppState>>,
+    OriginalUri(uri): OriginalUri,
+    Path((kind, matcher, subscriber)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    one(&state, uri.path(), &headers, |s, selector, k| {
+        k == Some(kind.as_str()) && selector == matcher && *s.presence.subscriber == *subscriber
+    })
+    .await
+}
+
+/// One subscription: the first active one `wanted` picks, if the caller may see it.
+async fn one(
+    state: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    wanted: impl Fn(&ActiveSubscription, &str, Option<&str>) -> bool,
+) -> Result<Response, ApiError> {
+    let selectors = authorize(state, path, headers).await?;
     let found = state.hub.subscriptions().into_iter().find_map(|s| {
-        (*s.presence.subscriber == *subscriber && s.selectors.contains(&topic))
-            .then(|| document(&topic, &s.presence, true))
+        matchers(&s.selectors, &s.presence)
+            .find(|(selector, kind)| wanted(&s, selector, *kind))
+            .map(|(selector, kind)| document(selector, kind, &s.presence, true))
     });
     let Some(mut doc) = found.filter(|doc| visible(&selectors, doc)) else {
-        return Ok((StatusCode::NOT_FOUND, "no such active subscription\n").into_response());
+        return Err(ApiError::NotFound("no such active subscription".into()));
     };
     doc["@context"] = json!("https://mercure.rocks/");
-    doc["lastEventID"] = json!(state.hub.head_id());
+    let head = state.hub.head_id();
+    doc["lastEventID"] = json!(head);
+    doc["last_event_id"] = json!(head);
     Ok(ld_json(doc))
 }
 
@@ -170,7 +261,7 @@ async fn list(
     state: &AppState,
     path: &str,
     headers: &HeaderMap,
-    keep: impl Fn(&str, &ActiveSubscription) -> bool,
+    keep: impl Fn(&str, Option<&str>) -> bool,
 ) -> Result<Response, ApiError> {
     let selectors = authorize(state, path, headers).await?;
     let subscriptions: Vec<Value> = state
@@ -178,19 +269,21 @@ async fn list(
         .subscriptions()
         .iter()
         .flat_map(|s| {
-            s.selectors
-                .iter()
-                .filter(|sel| keep(sel, s))
-                .map(|sel| document(sel, &s.presence, true))
+            matchers(&s.selectors, &s.presence)
+                .filter(|(sel, kind)| keep(sel, *kind))
+                .map(|(sel, kind)| document(sel, kind, &s.presence, true))
                 .collect::<Vec<_>>()
         })
         .filter(|doc| visible(&selectors, doc))
         .collect();
+    let head = state.hub.head_id();
+    // The stable line names the cursor `lastEventID`, the 1.0 draft `last_event_id`.
     Ok(ld_json(json!({
         "@context": "https://mercure.rocks/",
         "id": path,
         "type": "Subscriptions",
-        "lastEventID": state.hub.head_id(),
+        "lastEventID": head,
+        "last_event_id": head,
         "subscriptions": subscriptions,
     })))
 }
@@ -221,6 +314,7 @@ mod tests {
         let presence = Presence {
             subscriber: "alice".into(),
             payload: Some(r#"{"name":"Alice"}"#.into()),
+            match_types: None,
         };
         let events = events(&["jobs/1".into()], &presence, true);
         assert_eq!(events.len(), 1);

@@ -10,7 +10,8 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use tidings_core::event::{EventId, EventType, NewEvent, Topic};
+use tidings_core::event::{Event, EventId, EventType, NewEvent, Topic};
+use tidings_core::selector::{in_hub_namespace, WILDCARD};
 
 use super::cors::CorsOrigins;
 use super::error::ApiError;
@@ -32,16 +33,21 @@ pub async fn publish(
     match content_type(&headers).as_str() {
         "application/json" => {
             let (batch, single) = parse_json_publish(&body, limits)?;
+            refuse_hub_namespace(&state, &batch)?;
             authorize(grant.as_ref(), &batch)?;
-            let events = state.hub.publish(batch).await?;
-            let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-            Ok(json_ids(&ids, single))
+            let events = state.hub.publish_idempotent(batch).await?;
+            Ok(json_ids(&events, single))
         }
         "application/x-www-form-urlencoded" | "" => {
             let event = parse_form_publish(&body, limits, None)?;
+            refuse_hub_namespace(&state, std::slice::from_ref(&event))?;
             authorize(grant.as_ref(), std::slice::from_ref(&event))?;
-            let events = state.hub.publish(vec![event]).await?;
-            let id = events.first().map(|e| e.id.to_string()).unwrap_or_default();
+            // A retry of a stored event (same id, same content) answers its id again.
+            let events = state.hub.publish_idempotent(vec![event]).await?;
+            let id = events
+                .first()
+                .map(|(e, _)| e.id.to_string())
+                .unwrap_or_default();
             Ok((
                 [
                     (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -68,7 +74,7 @@ pub async fn publish_to_path(
     let limits = &state.limits;
     let grant = publisher_grant(&state, query.as_deref(), &headers, verified).await?;
     let body = read_body(body, limits).await?;
-    let topic = Topic::parse(&topic)?;
+    let topic = checked_topic(&topic)?;
     let event = match content_type(&headers).as_str() {
         "application/json" | "" => {
             let fields: PathEvent = if body.is_empty() {
@@ -81,10 +87,10 @@ pub async fn publish_to_path(
         "application/x-www-form-urlencoded" => parse_form_publish(&body, limits, Some(topic))?,
         other => return Err(ApiError::UnsupportedMediaType(other.to_owned())),
     };
+    refuse_hub_namespace(&state, std::slice::from_ref(&event))?;
     authorize(grant.as_ref(), std::slice::from_ref(&event))?;
-    let events = state.hub.publish(vec![event]).await?;
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    Ok(json_ids(&ids, true))
+    let events = state.hub.publish_idempotent(vec![event]).await?;
+    Ok(json_ids(&events, true))
 }
 
 /// A publisher token the rate limiter has verified already, with what it grants, so the
@@ -105,7 +111,7 @@ pub(crate) fn publisher_token(
     let pairs = form::pairs(query.unwrap_or("").as_bytes())?;
     let query_token = pairs
         .iter()
-        .find(|(name, _)| name == "authorization")
+        .find(|(name, _)| name == "authorization" || name == "access_token")
         .map(|(_, v)| v.as_str());
     let token = state.auth.token(headers, query_token);
     let from_cookie =
@@ -160,6 +166,28 @@ fn same_or_allowed_origin(state: &AppState, headers: &HeaderMap) -> bool {
     same || matches!(&state.cors, CorsOrigins::List(list) if list.iter().any(|p| p.matches(&origin)))
 }
 
+/// The Mercure draft reserves the hub's own namespace (`/.well-known/mercure/...`, resolved
+/// against the hub's URL: `--jwt-audience` when it is one) for events the hub makes, such as
+/// subscription events: no publisher may forge them (403).
+fn refuse_hub_namespace(state: &AppState, events: &[NewEvent]) -> Result<(), ApiError> {
+    let hub = state
+        .auth
+        .audience()
+        .filter(|a| a.starts_with("https://") || a.starts_with("http://"))
+        .unwrap_or(crate::auth::DEFAULT_BASE);
+    let reserved = events
+        .iter()
+        .flat_map(|e| e.topics.iter())
+        .find(|t| in_hub_namespace(t.as_str(), hub));
+    match reserved {
+        Some(topic) => Err(ApiError::Forbidden(format!(
+            "the topic {:?} is in the hub's reserved namespace (/.well-known/mercure)",
+            topic.as_str()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// With a publisher grant (`None`: open development mode), every topic of every event must be
 /// covered by its `mercure.publish` selectors.
 fn authorize(grant: Option<&Grant>, events: &[NewEvent]) -> Result<(), ApiError> {
@@ -173,12 +201,25 @@ fn authorize(grant: Option<&Grant>, events: &[NewEvent]) -> Result<(), ApiError>
     }
 }
 
-fn json_ids(ids: &[&str], single: bool) -> Response {
-    let body = if single {
+/// `{"id": ...}` for one event, `{"ids": [...]}` for a batch; a retry of a stored event is
+/// marked: `"duplicate": true` (one event), `"duplicates": [ids]` (a batch).
+fn json_ids(events: &[(Arc<Event>, bool)], single: bool) -> Response {
+    let ids: Vec<&str> = events.iter().map(|(e, _)| e.id.as_str()).collect();
+    let duplicates: Vec<&str> = events
+        .iter()
+        .filter(|(_, dup)| *dup)
+        .map(|(e, _)| e.id.as_str())
+        .collect();
+    let mut body = if single {
         serde_json::json!({ "id": ids.first() })
     } else {
         serde_json::json!({ "ids": ids })
     };
+    match (single, duplicates.is_empty()) {
+        (_, true) => {}
+        (true, false) => body["duplicate"] = true.into(),
+        (false, false) => body["duplicates"] = duplicates.into(),
+    }
     ([link_header()], axum::Json(body)).into_response()
 }
 
@@ -329,7 +370,7 @@ fn build_event(
     }
     let topics = topics
         .iter()
-        .map(|t| Topic::parse(t))
+        .map(|t| checked_topic(t))
         .collect::<Result<Vec<_>, _>>()?;
     let mut event = NewEvent::new(topics, data)?;
     event.id = publisher_id(id.as_deref())?;
@@ -337,6 +378,17 @@ fn build_event(
     event.retry = retry;
     event.private = private;
     Ok(event)
+}
+
+/// A topic to publish to: `*` is the reserved wildcard (every selector form reads it as "every
+/// topic"), so no event may carry it.
+fn checked_topic(topic: &str) -> Result<Topic, ApiError> {
+    if topic == WILDCARD {
+        return Err(ApiError::bad(
+            "the topic \"*\" is the reserved wildcard and cannot be published to",
+        ));
+    }
+    Ok(Topic::parse(topic)?)
 }
 
 /// A publisher-supplied id; the `webhook:` prefix is reserved for webhook deliveries, whose ids

@@ -37,6 +37,8 @@ pub struct Request {
     pub token: Option<String>,
     /// When the subscriber's token expires, seconds since the Unix epoch.
     pub expires_at: Option<u64>,
+    /// Whether the subscriber used the 1.0 draft's `match` parameters.
+    pub draft: bool,
 }
 
 /// The client address of a request served by our accept loop (unspecified otherwise).
@@ -61,7 +63,11 @@ pub fn hold_patterns(
         // What `SelectorCache::parse_topic` and `parse_url_pattern` would make of them.
         for (name, value) in pairs {
             match name.as_str() {
-                "topic" if value == "*" => patterns.push(PatternKey::Any),
+                "topic" | "match" | "match_exact" | "match_urlpattern" | "matchURLPattern"
+                    if value == "*" =>
+                {
+                    patterns.push(PatternKey::Any)
+                }
                 "topic" if value.contains('{') => patterns.push(PatternKey::Template(value.into())),
                 "match_urlpattern" | "matchURLPattern" => {
                     patterns.push(PatternKey::UrlPattern(value.into(), None))
@@ -92,9 +98,19 @@ impl Request {
         let subscriber = grant
             .subject
             .unwrap_or_else(|| EventId::generate().to_string());
+        let match_types = self.draft.then(|| {
+            let kinds: Vec<&'static str> = self
+                .interest
+                .selectors
+                .iter()
+                .map(presence::match_type)
+                .collect();
+            kinds.into()
+        });
         self.interest.presence = Some(Presence {
             subscriber: subscriber.into(),
             payload: payload.map(Into::into),
+            match_types,
         });
         Ok(())
     }
@@ -126,7 +142,7 @@ fn check_selectors(
         let pattern = match name.as_str() {
             "topic" => value == "*" || value.contains('{'),
             "match_urlpattern" | "matchURLPattern" => true,
-            "match" | "match_exact" => false,
+            "match" | "match_exact" => value == "*",
             _ => continue,
         };
         given += 1;
@@ -193,6 +209,9 @@ pub fn parse_request(
             "too many type and until parameters: {filters} (at most {MAX_TYPE_FILTERS})"
         )));
     }
+    let draft = pairs
+        .iter()
+        .any(|(n, _)| n.starts_with("match") && path_topic.is_none());
     for (name, value) in pairs {
         match name.as_str() {
             "topic" if path_topic.is_none() => selectors.push(cache.parse_topic(&value)?),
@@ -200,7 +219,15 @@ pub fn parse_request(
                 selectors.push(Selector::parse_exact(&value)?)
             }
             "match_urlpattern" | "matchURLPattern" if path_topic.is_none() => {
-                selectors.push(cache.parse_url_pattern(&value)?)
+                // A relative pattern (the draft's `/.well-known/mercure/subscriptions/...`)
+                // resolves against a base URL, and so do the relative topics it is matched with.
+                let selector = match cache.parse_url_pattern(&value) {
+                    Err(_) if value.starts_with('/') => {
+                        Selector::parse_url_pattern_with_base(&value, crate::auth::DEFAULT_BASE)?
+                    }
+                    other => other?,
+                };
+                selectors.push(selector)
             }
             n if is_selector(n) => {
                 return Err(ApiError::bad(
@@ -218,7 +245,8 @@ pub fn parse_request(
                 last_event_id.get_or_insert(value);
             }
             "latest" => latest = flag(&value)?,
-            "authorization" => token = Some(value),
+            // `access_token` is RFC 6750's (and the 1.0 draft's) name for it.
+            "authorization" | "access_token" => token = Some(value),
             _ => rest.push((name, value)),
         }
     }
@@ -255,6 +283,7 @@ pub fn parse_request(
         rest,
         token,
         expires_at: None,
+        draft,
     })
 }
 

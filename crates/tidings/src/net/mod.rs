@@ -26,9 +26,11 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+pub mod h2;
 pub mod limits;
 pub mod live;
 pub mod stall;
+pub mod tls;
 
 pub use limits::{ConnectionGuard, ConnectionLimits, Refusal, SelectorBudget, SelectorGuard};
 pub use live::{LiveStream, Takeover};
@@ -52,6 +54,13 @@ pub struct ServeOptions {
     pub send_buffer: Option<usize>,
     /// How long shutdown waits for connections to finish before cutting them.
     pub grace: Duration,
+    /// Cleartext HTTP/2 with prior knowledge (h2c) on a listener without TLS.
+    pub h2c: bool,
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` of HTTP/2 connections.
+    pub max_concurrent_streams: u32,
+    /// The streams' heartbeat interval: an HTTP/2 SSE body not polled for this plus the
+    /// write-stall timeout is stalled (see [`h2`]).
+    pub heartbeat: Duration,
 }
 
 /// The key a client is counted and rate-limited under: its IPv4 address (an IPv4-mapped IPv6
@@ -68,16 +77,19 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then shuts down as the module
-/// documentation says. Requests carry the peer's address as `ConnectInfo<SocketAddr>`.
+/// documentation says. Requests carry the peer's address as `ConnectInfo<SocketAddr>`. With
+/// `tls`, every connection is TLS (ALPN `h2` or `http/1.1`); without, cleartext HTTP/1.1, and
+/// HTTP/2 with prior knowledge when [`ServeOptions::h2c`] is set.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Arc<ConnectionLimits>,
     options: ServeOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (close_tx, close_rx) = watch::channel(false);
-    let admission = Admission::new(router, limits, options, close_rx);
+    let admission = Admission::new(router, limits, options, tls, close_rx);
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -132,6 +144,7 @@ struct Admission {
     /// For admitted connections, and for refused ones (not kept alive).
     builders: Arc<(http1::Builder, http1::Builder)>,
     options: ServeOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     close: watch::Receiver<bool>,
 }
 
@@ -140,6 +153,7 @@ impl Admission {
         router: Router,
         limits: Arc<ConnectionLimits>,
         options: ServeOptions,
+        tls: Option<tokio_rustls::TlsAcceptor>,
         close: watch::Receiver<bool>,
     ) -> Self {
         let mut admitted = http1::Builder::new();
@@ -154,6 +168,7 @@ impl Admission {
             refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
             builders: Arc::new((admitted, refusing)),
             options,
+            tls,
             close,
         }
     }
@@ -182,6 +197,7 @@ impl Admission {
         }
         let connection = Connection {
             tcp,
+            unread: bytes::Bytes::new(),
             peer,
             router: self.router.clone(),
             builders: self.builders.clone(),
@@ -190,14 +206,17 @@ impl Admission {
         };
         // A refused connection gets one answer and little time to read it.
         let deadline = self.options.header_read_timeout + Duration::from_secs(5);
+        let tls = self.tls.clone();
+        let limits = self.limits.clone();
         connections.spawn(async move {
             match admitted {
                 Ok(guard) => {
-                    connection.run(None).await;
+                    connection.serve(None, tls, limits).await;
                     drop(guard);
                 }
                 Err((refusal, permit)) => {
-                    let _ = tokio::time::timeout(deadline, connection.run(Some(refusal))).await;
+                    let serving = connection.serve(Some(refusal), tls, limits);
+                    let _ = tokio::time::timeout(deadline, serving).await;
                     drop(permit);
                 }
             }
@@ -217,6 +236,8 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 /// One accepted connection and what serving it needs.
 struct Connection {
     tcp: TcpStream,
+    /// Bytes read from `tcp` before hyper serves it (while looking for an HTTP/2 preface).
+    unread: bytes::Bytes,
     peer: SocketAddr,
     router: Router,
     builders: Arc<(http1::Builder, http1::Builder)>,
@@ -225,6 +246,64 @@ struct Connection {
 }
 
 impl Connection {
+    /// Serves the connection with the protocol it speaks: TLS (then HTTP/2 or HTTP/1.1, as ALPN
+    /// chose), cleartext HTTP/2 with prior knowledge, or cleartext HTTP/1.1 ([`Self::run`]).
+    async fn serve(
+        mut self,
+        refusal: Option<Refusal>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        limits: Arc<ConnectionLimits>,
+    ) {
+        let options = self.options;
+        let served = |tcp_less: &Self| h2::Served {
+            router: tcp_less.router.clone(),
+            limits: limits.clone(),
+            peer: tcp_less.peer,
+            options,
+            refusal,
+            close: tcp_less.close.clone(),
+        };
+        if let Some(acceptor) = tls {
+            let served = served(&self);
+            let io = stall::WriteStall::new(self.tcp, options.write_stall_timeout);
+            let handshake = tokio::time::timeout(options.header_read_timeout, acceptor.accept(io));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                h2::serve_h2(stream, served).await;
+            } else {
+                h2::serve_h1(stream, served).await;
+            }
+            return;
+        }
+        if options.h2c {
+            let sniffed = tokio::time::timeout(options.header_read_timeout, h2::sniff(&self.tcp));
+            match sniffed.await {
+                Ok(Ok((true, prefix))) => {
+                    let served = served(&self);
+                    let io = h2::Rewind {
+                        prefix,
+                        io: stall::WriteStall::new(self.tcp, options.write_stall_timeout),
+                    };
+                    h2::serve_h2(io, served).await;
+                    return;
+                }
+                Ok(Ok((false, read))) => self.unread = read,
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+        self.run(refusal).await;
+    }
+
     /// Serves requests until the connection closes; with a refusal, answers every request with
     /// it (the connection is not kept alive). A live SSE stream offered by its response body is
     /// taken over from hyper (see [`live`]); when it ends cleanly the connection goes back to
@@ -232,6 +311,7 @@ impl Connection {
     async fn run(self, refusal: Option<Refusal>) {
         let Self {
             mut tcp,
+            unread,
             peer,
             router,
             builders,
@@ -243,8 +323,9 @@ impl Connection {
         } else {
             &builders.0
         };
-        // What the peer sent during a live stream (a pipelined request): hyper reads it first.
-        let mut unread = bytes::Bytes::new();
+        // What the peer sent during a live stream (a pipelined request), or before hyper served
+        // the connection: hyper reads it first.
+        let mut unread = unread;
         // Set when a request was refused before its body was read (413 on its Content-Length).
         let body_refused = Arc::new(AtomicBool::new(false));
         loop {
