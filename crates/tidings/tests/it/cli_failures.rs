@@ -316,7 +316,14 @@ async fn a_pg_watch_on_a_missing_column_is_a_usage_error_without_notices() {
             break;
         }
     }
-    let (url, client) = found.expect("PostgreSQL on 127.0.0.1:5432 (db test)");
+    let Some((url, client)) = found else {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "PostgreSQL is not reachable on 127.0.0.1:5432 under CI=true"
+        );
+        eprintln!("\n*** SKIPPED: PostgreSQL not reachable; the pg watch test did NOT run ***\n");
+        return;
+    };
     let suffix = format!("{:x}", std::process::id() as u64 * 1_000_003 + rand_ish());
     let schema = format!("ops_{suffix}");
     let table = format!("{schema}.sessions");
