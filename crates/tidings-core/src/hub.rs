@@ -878,11 +878,14 @@ struct Checked {
 }
 
 /// Reads a page of history after `after` and checks it against pruning. Pruning removes a
-/// prefix of the log, so if an event between `after` and the first event read was gone when
-/// the read ran, the oldest retained event (asked *after* the read) lies beyond `after + 1`.
-/// The check is skipped when the page starts right at `after + 1` (no hole possible) and for
-/// `after == 0` (a reader from the start asked for whatever is retained). It can err only
-/// towards reporting a gap, when pruning passes the cursor between the read and the check.
+/// prefix of the log, so if an event the reader should have got was gone when the read ran,
+/// the oldest retained event (asked *after* the read) lies beyond the bound: `after + 1`, or
+/// for a reader from the start (`after == 0`, whatever is retained) the first event read. A
+/// read may span several store queries (Redis pipelines its fetches, and pages through its
+/// topic indexes), so pruning can also open a hole *inside* the page while it is read; that
+/// too leaves the oldest retained event past the first one read, so the check runs even when
+/// the page starts right at `after + 1`. It can err only towards reporting a gap, when pruning
+/// passes the bound between the read and the check.
 async fn read_checked(
     log: &dyn EventLog,
     after: Seq,
@@ -891,12 +894,17 @@ async fn read_checked(
     limit: usize,
 ) -> Result<Checked, LogError> {
     let events = log.read(after, upto, scope, limit).await?;
-    let contiguous = events.first().is_some_and(|e| e.seq == after + 1);
-    if contiguous || after == 0 || after >= upto {
+    if after >= upto {
         return Ok(Checked { events, gap: false });
     }
+    let bound = match (after, events.first()) {
+        (0, Some(first)) => first.seq,
+        // Nothing read from the start: nothing retained was skipped.
+        (0, None) => return Ok(Checked { events, gap: false }),
+        _ => after + 1,
+    };
     let gap = match log.oldest().await? {
-        Some(oldest) => oldest > after + 1,
+        Some(oldest) => oldest > bound,
         // Everything up to `upto` existed (it was dispatched) and is gone.
         None => true,
     };

@@ -263,13 +263,7 @@ async fn postgres_resumes_never_skip_silently() {
     drop_schema(url, schema).await;
 }
 
-// KNOWN DEFECT, not yet found: under heavy CPU load (about 1 run in 10 with four busy loops
-// beside it; once in a full CI run) pollers on the Redis store jump silently right after their
-// first page from `earliest` ("poll 102: 4 -> 10", every poller alike). Idle, 12 of 12 runs
-// pass. Ignored so that CI stays meaningful for everything else; run it with
-// `cargo test -p tidings --test it -- --ignored prune_race::redis` while hunting it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known intermittent silent jump on Redis polls under load: see the comment above"]
 async fn redis_resumes_never_skip_silently() {
     let url = std::env::var("TIDINGS_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
