@@ -309,19 +309,14 @@ impl Hub {
                     break;
                 }
                 Err(HubError::Log(LogError::DuplicateId(id))) => {
-                    let twice = pending
-                        .iter()
-                        .filter(|(_, e)| e.id.as_ref().is_some_and(|i| i.as_str() == id))
-                        .count();
-                    let at = pending
-                        .iter()
-                        .position(|(_, e)| e.id.as_ref().is_some_and(|i| i.as_str() == id));
-                    let stored = match (at, twice) {
-                        (Some(_), 1) => self.stored_event(&id).await?,
-                        _ => None,
+                    // The one event of the batch carrying the id (an id given twice conflicts).
+                    let mut carrying = (0..pending.len())
+                        .filter(|&i| pending[i].1.id.as_ref().is_some_and(|e| e.as_str() == id));
+                    let (Some(at), None) = (carrying.next(), carrying.next()) else {
+                        return Err(LogError::DuplicateId(id).into());
                     };
-                    match (at, stored) {
-                        (Some(at), Some(stored)) if same_event(&stored, &pending[at].1) => {
+                    match self.stored_event(&id).await? {
+                        Some(stored) if same_event(&stored, &pending[at].1) => {
                             let (slot, _) = pending.remove(at);
                             answers[slot] = Some((stored, true));
                         }
@@ -1312,10 +1307,7 @@ impl Pump {
         // (see `Fanout::dispatch`).
         self.fanout.dispatch(events);
         if let Some(last) = events.last() {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            let delay = u64::try_from(now_ms - last.stored_at_ms).unwrap_or(0);
+            let delay = u64::try_from(crate::event::now_ms() - last.stored_at_ms).unwrap_or(0);
             self.metrics
                 .durable_to_dispatch
                 .observe(Duration::from_millis(delay));
