@@ -11,13 +11,12 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// A latency histogram over [`LATENCY_BUCKETS`]: one bucket count, the sample count and the
-/// sum (in nanoseconds) per sample, all atomic.
+/// A latency histogram over [`LATENCY_BUCKETS`]: one bucket count and the sum (in nanoseconds)
+/// per sample, both atomic; the sample count is the buckets' sum.
 #[derive(Debug, Default)]
 pub struct Histogram {
     /// Per bucket (not cumulative); the last counts the samples above every bound.
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
@@ -40,7 +39,6 @@ impl Histogram {
             .position(|bound| secs <= *bound)
             .unwrap_or(LATENCY_BUCKETS.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
