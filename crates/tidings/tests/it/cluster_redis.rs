@@ -424,8 +424,9 @@ async fn a_redis_restart_under_load_loses_no_acknowledged_event() {
     let mut sub = b.subscribe("topic=*").await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let publisher = {
-        let (base, stop) = (a.base.clone(), stop.clone());
+        let (base, stop, refusals) = (a.base.clone(), stop.clone(), refusals.clone());
         tokio::spawn(async move {
             let http = client();
             let (mut acked, mut refused) = (Vec::new(), 0usize);
@@ -444,6 +445,7 @@ async fn a_redis_restart_under_load_loses_no_acknowledged_event() {
                     }
                     _ => {
                         refused += 1;
+                        refusals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
@@ -458,7 +460,14 @@ async fn a_redis_restart_under_load_loses_no_acknowledged_event() {
     let reason = health_becomes(&a, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(reason.contains("degraded"), "{reason}");
     health_becomes(&b, StatusCode::SERVICE_UNAVAILABLE).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Keep Redis down until the publisher has met the outage (a fixed pause raced a loaded
+    // machine); the assertion below still demands a refusal.
+    let outage = std::time::Instant::now();
+    while refusals.load(std::sync::atomic::Ordering::SeqCst) == 0
+        && outage.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     redis.spawn().expect("restart redis-server");
     health_becomes(&a, StatusCode::OK).await;
     health_becomes(&b, StatusCode::OK).await;
