@@ -7,8 +7,10 @@
 # Every run starts its server afresh, pinned to CPU $SERVER_CPU, the generator on $GEN_CPU.
 #
 #   bench/compare.sh                      # every scenario, every server, then the plots
-#   bench/compare.sh fanout               # some scenarios: fanout | idle | storm
+#   bench/compare.sh fanout               # some scenarios: fanout | idle | storm | topics | throughput
 #   SERVERS="tidings nchan" bench/compare.sh storm
+#   TIDINGS_BASE_BIN=/path/to/old/tidings SERVERS="tidings-base tidings nchan" bench/compare.sh fanout
+#                                         # an older build of Tidings beside this one, in one run
 #
 # Scenarios:
 #   fanout  (1) one topic, N = 100, 1,000 (500 events at 100/s) and 10,000 subscribers (100 events
@@ -19,9 +21,13 @@
 #   storm   (5) 5,000 subscribers on 50 topics, 200 events/s round robin for 20 s; every
 #           subscriber drops its connection at 5, 10 and 15 s and reconnects at once with
 #           Last-Event-ID; lost and duplicated events counted
+#   topics  $TOPICS_N subscribers (10,000) on as many topics, 200 events/s to random topics for
+#           10 s: each publish reaches one subscriber, so the CPU per delivery is the CPU per publish
+#   throughput  64 concurrent keep-alive publishers, as fast as acknowledgments come, 10 s after a
+#           2 s warm-up (random topics of 100): acknowledged publishes/s and server CPU per publish
 #
-# Environment: SERVERS ("tidings nchan fastapi"), PORT (18975), ROUNDS (1), FANOUT_N
-# ("100 1000 10000"), IDLE_N (50,000 or the fd limit less 200), STORM_N (5000), OUT
+# Environment: SERVERS ("tidings nchan fastapi"; also tidings-base: $TIDINGS_BASE_BIN), PORT
+# (18975), ROUNDS (1), FANOUT_N ("100 1000 10000"), TOPICS_N (10000), IDLE_N (50,000 or the fd limit less 200), STORM_N (5000), OUT
 # (bench/results/compare-DATE), PLOTS (bench/plots: where the PNGs go; empty for none), and
 # those of bench/lib.sh (SERVER_CPU, GEN_CPU, WAIT_QUIET, QUIET_MAX, NOFILE, SKIP_BUILD, STORE).
 set -euo pipefail
@@ -33,6 +39,7 @@ SERVERS=${SERVERS:-tidings nchan fastapi}
 FANOUT_N=${FANOUT_N:-100 1000 10000}
 IDLE_N=${IDLE_N:-}
 STORM_N=${STORM_N:-5000}
+TOPICS_N=${TOPICS_N:-10000}
 PLOTS=${PLOTS-bench/plots}
 OUT=${OUT:-bench/results/compare-$(date +%Y%m%d-%H%M%S)}
 SCENARIOS=("$@")
@@ -99,8 +106,26 @@ for round in $(seq "$ROUNDS"); do
                     --drain-timeout 30
             done
             ;;
+        topics)
+            for server in $SERVERS; do
+                run "$server" "topics-$TOPICS_N$sfx" -n "$TOPICS_N" --topics "$TOPICS_N" \
+                    --topic-mode random -m 2000 --rate 200 --connect-timeout 300 --drain-timeout 60
+            done
+            ;;
+        throughput)
+            for server in $SERVERS; do
+                wait_quiet "$server throughput-64$sfx"
+                start_server "$server" "$PORT"
+                endpoints "$server" "$PORT"
+                gen throughput -c 64 -d 10 --warmup 2 "${PUB_ARGS[@]}" --topics 100 \
+                    --topic-mode random --label "$server throughput-64" \
+                    --out "$OUT/throughput-64$sfx-$server.json" ||
+                    echo "$server throughput: the generator failed" | tee -a "$OUT/failures.txt"
+                stop_server
+            done
+            ;;
         *)
-            echo "unknown scenario $scenario (fanout | idle | storm)" >&2
+            echo "unknown scenario $scenario (fanout | idle | storm | topics | throughput)" >&2
             exit 2
             ;;
         esac

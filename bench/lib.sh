@@ -7,6 +7,7 @@
 # NOFILE (250000: the fd limit, raised as root), SKIP_BUILD (1: use target/release as is),
 # STORE (Tidings' store: empty for a fresh SQLite file per run, or a postgres:// or redis:// URL),
 # TIDINGS_BIN (the `tidings` server to measure, e.g. an older build; default target/release's),
+# TIDINGS_BASE_BIN (the server kind tidings-base: an older build measured beside this one),
 # NCHAN_CONNECTIONS (nginx's worker_connections: the fd limit + 10,000, as Nchan takes slots of
 # its own beside the subscribers' and the fd limit caps the rest).
 
@@ -237,6 +238,13 @@ start_fastapi() {
 start_server() {
     case $1 in
     tidings) start_tidings "$2" ;;
+    tidings-base)
+        if [ -z "${TIDINGS_BASE_BIN:-}" ]; then
+            echo "tidings-base needs TIDINGS_BASE_BIN" >&2
+            exit 2
+        fi
+        TIDINGS_BIN=$TIDINGS_BASE_BIN start_tidings "$2"
+        ;;
     nchan) start_nchan "$2" ;;
     fastapi) start_fastapi "$2" ;;
     *)
@@ -251,7 +259,7 @@ start_server() {
 endpoints() {
     local base=http://127.0.0.1:$2
     case $1 in
-    tidings)
+    tidings | tidings-base)
         SUB_URL="$base/.well-known/mercure?topic=bench/{topic}"
         PUB_ARGS=(--publish-url "$base/.well-known/mercure")
         ;;

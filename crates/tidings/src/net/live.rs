@@ -158,9 +158,31 @@ impl AsyncWrite for HyperIo {
 /// The socket as the fan-out writes it.
 struct TcpWire(TcpStream);
 
+impl TcpWire {
+    /// One `send(2)` (or `sendmsg(2)` for several buffers) with `MSG_NOSIGNAL`; the socket is
+    /// non-blocking.
+    fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let socket = socket2::SockRef::from(&self.0);
+        match bufs {
+            [one] => socket.send(one),
+            _ => socket.send_vectored(bufs),
+        }
+    }
+}
+
 impl Wire for TcpWire {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(bufs)
+        // The fan-out's write goes straight to the kernel: tokio's readiness check would touch
+        // each socket's registration (a cache miss per subscriber in a wide fan-out) only to
+        // learn what the call itself tells, and `send` skips `writev`'s file-position path.
+        match self.send(bufs) {
+            // A full socket: once more through tokio, so that it clears the readiness it holds
+            // (at the tick it read) and poll_write_ready waits for the next edge.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self
+                .0
+                .try_io(tokio::io::Interest::WRITABLE, || self.send(bufs)),
+            done => done,
+        }
     }
 
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
