@@ -9,6 +9,11 @@ use url::Url;
 /// `/.well-known/%6Dercure/x` and `/.well-known/mercure/../mercure/x` are caught; a topic that
 /// is no URL reference (or `hub` that is no URL) addresses nothing.
 pub fn in_hub_namespace(topic: &str, hub: &str) -> bool {
+    !cannot_reach(topic, hub) && resolves_into(topic, hub)
+}
+
+/// Whether `topic`, resolved against `hub` and normalized, is `hub`'s path or under it.
+fn resolves_into(topic: &str, hub: &str) -> bool {
     let (Ok(hub), Some(_)) = (Url::parse(hub), topic.chars().next()) else {
         return false;
     };
@@ -24,6 +29,29 @@ pub fn in_hub_namespace(topic: &str, hub: &str) -> bool {
         || path
             .strip_prefix(base)
             .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Whether `topic` surely resolves outside the namespace, told without parsing either URL (most
+/// topics, on every publish). A resolved path under the hub's path `…/dir/last` must hold the
+/// segment `last` at the depth of the hub's own: resolution merges the topic's path with the
+/// hub's directory (`…/dir/`), and removing dot segments only shortens that directory, so
+/// `last` can come only from the topic itself. It cannot come from an escape when the topic
+/// holds no `%`, nor from characters the URL parser drops (tabs and line breaks). A topic of
+/// only a query or a fragment keeps the hub's whole path, so it is never answered here.
+fn cannot_reach(topic: &str, hub: &str) -> bool {
+    let Some((_, rest)) = hub.split_once("://") else {
+        return false;
+    };
+    let Some(slash) = rest.find('/') else {
+        return false;
+    };
+    let path = rest[slash..].split(['?', '#']).next().unwrap_or("");
+    let last = path.rsplit('/').next().unwrap_or("");
+    !last.is_empty()
+        && !last.contains('%')
+        && !topic.starts_with(['?', '#'])
+        && !topic.contains(['%', '\t', '\n', '\r'])
+        && !topic.contains(last)
 }
 
 /// `s` with every percent-encoded RFC 3986 unreserved character decoded.
@@ -67,6 +95,10 @@ mod tests {
             "/.well-known/mercure/../mercure/x",
             "/a/../.well-known/mercure/x",
             "mercure/x",
+            "?x",
+            "#x",
+            "/.well-known/mer\tcure/x",
+            "/.well-known/mer\ncure",
         ] {
             assert!(in_hub_namespace(topic, HUB), "{topic}");
         }
@@ -79,8 +111,38 @@ mod tests {
             "*x",
             "",
             "%",
+            "/.well-known/x/../mercur",
         ] {
             assert!(!in_hub_namespace(topic, HUB), "{topic}");
+        }
+    }
+
+    /// The quick answer never differs from resolving the URLs, whatever the topic and hub.
+    #[test]
+    fn the_quick_answer_agrees_with_resolution() {
+        let hubs = [
+            HUB,
+            "https://hub.example.com/",
+            "https://hub.example.com",
+            "https://hub.example.com/a/mercure/mercure",
+            "http://h/hub?x=1",
+        ];
+        let parts = [
+            "", "/", ".", "..", "mercure", "mercur", "e", "a", "?", "#", "hub", "x",
+        ];
+        for hub in hubs {
+            for a in parts {
+                for b in parts {
+                    for c in parts {
+                        let topic = format!("{a}{b}/{c}");
+                        let resolved = resolves_into(&topic, hub);
+                        if cannot_reach(&topic, hub) {
+                            assert!(!resolved, "{topic} on {hub}");
+                        }
+                        assert_eq!(in_hub_namespace(&topic, hub), resolved, "{topic} on {hub}");
+                    }
+                }
+            }
         }
     }
 }

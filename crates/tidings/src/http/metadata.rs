@@ -69,16 +69,10 @@ pub async fn document(
     Ok(axum::Json(doc).into_response())
 }
 
-/// Adds `resource_metadata` to a response's `WWW-Authenticate: Bearer` challenge.
-pub async fn challenge(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Adds `resource_metadata` (`url`: the hub's [`metadata_url`]) to a response's
+/// `WWW-Authenticate: Bearer` challenge.
+pub async fn challenge(State(url): State<Arc<str>>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
-    let Some(url) = state.auth.audience().and_then(metadata_url) else {
-        return response;
-    };
     let Some(current) = response
         .headers()
         .get(header::WWW_AUTHENTICATE)

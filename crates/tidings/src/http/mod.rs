@@ -62,14 +62,23 @@ pub fn link_header() -> (HeaderName, &'static str) {
 }
 
 /// All routes.
+///
+/// A middleware that could only pass a request through is left out altogether (the publish
+/// rate without `--publish-rate`, the metadata challenge without `--jwt-audience`): every layer
+/// costs each request a boxed future and a clone of the service it wraps.
 pub fn router(state: Arc<AppState>) -> Router {
-    let publish_rate = axum::middleware::from_fn_with_state(state.clone(), rate::limit_publish);
-    let ops_token = axum::middleware::from_fn_with_state(state.clone(), admin::require_ops_token);
-    Router::new()
-        .route(
-            "/.well-known/mercure",
-            get(subscribe::subscribe).post(publish::publish.layer(publish_rate.clone())),
+    let (publish, publish_to_path) = if state.publish_rate.is_some() {
+        let rate = axum::middleware::from_fn_with_state(state.clone(), rate::limit_publish);
+        (
+            post(publish::publish.layer(rate.clone())),
+            post(publish::publish_to_path.layer(rate)),
         )
+    } else {
+        (post(publish::publish), post(publish::publish_to_path))
+    };
+    let ops_token = axum::middleware::from_fn_with_state(state.clone(), admin::require_ops_token);
+    let mut router = Router::new()
+        .route("/.well-known/mercure", publish.get(subscribe::subscribe))
         .route(presence::PREFIX, get(presence::all))
         .route(
             "/.well-known/mercure/subscriptions/{topic}",
@@ -86,7 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", get(poll::poll))
         .route(
             "/events/{*topic}",
-            get(subscribe::subscribe_to_path).post(publish::publish_to_path.layer(publish_rate)),
+            publish_to_path.get(subscribe::subscribe_to_path),
         )
         .route("/webhooks/{name}", post(crate::ingest::receive))
         .route("/healthz", get(admin::healthz))
@@ -99,12 +108,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .merge(dashboard::routes())
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(url) = state.auth.audience().and_then(metadata::metadata_url) {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(url),
             metadata::challenge,
-        ))
-        .with_state(state)
+        ));
+    }
+    router.with_state(state)
 }
 
 /// Wraps `router` in the browser and network edges: CORS, then (outermost) the Host check (one
