@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Instructions per publish, counted by callgrind (repeatable on a noisy machine): the hub runs
-# under valgrind on a fresh SQLite file; one subscriber and a paced publisher (tidings-bench,
-# one connection) warm it up with $EVENTS events, the counters are zeroed, $EVENTS more events
-# are published and delivered, and the counters are dumped. The report divides the totals of
-# the whole process, of the SQLite writer thread and of the connection tasks by $EVENTS.
+# Instructions per publish and per delivery, counted by callgrind (repeatable on a noisy
+# machine): the hub runs under valgrind on a fresh SQLite file; $SUBS subscribers of one topic
+# and a paced publisher (tidings-bench, one connection) warm it up with $EVENTS events, the
+# counters are zeroed, $EVENTS more events are published and delivered, and the counters are
+# dumped. The report divides the totals of the whole process, of the SQLite writer thread and
+# of the connection tasks by $EVENTS, and the fan-out's (the pump's dispatch, the flushers'
+# writes) by $EVENTS x $SUBS deliveries.
 #
 #   bench/callgrind_publish.sh [TIDINGS_BINARY]     # default target/release/tidings
+#   SUBS=100 EVENTS=100 bench/callgrind_publish.sh  # one delivery: the fan-out's share
 #
-# Environment: PORT (18992), EVENTS (400), OUT (bench/results/callgrind-DATE).
+# Environment: PORT (18992), EVENTS (400), SUBS (1), OUT (bench/results/callgrind-DATE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/tidings}
 GEN=target/release/tidings-bench
 PORT=${PORT:-18992}
 EVENTS=${EVENTS:-400}
+SUBS=${SUBS:-1}
 OUT=${OUT:-bench/results/callgrind-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/tidings-callgrind.XXXXXX)
@@ -23,7 +27,7 @@ VG=$!
 trap 'kill $VG 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.5; done
 run() {
-    "$GEN" fanout -n 1 -m "$EVENTS" --rate 50 --publish-connections 1 \
+    "$GEN" fanout -n "$SUBS" -m "$EVENTS" --rate 50 --publish-connections 1 \
         --subscribe-url "http://127.0.0.1:$PORT/.well-known/mercure?topic=bench/{topic}" \
         --publish-url "http://127.0.0.1:$PORT/.well-known/mercure" | grep -E "lost"
 }
@@ -33,12 +37,18 @@ run
 callgrind_control -d "$VG" >/dev/null
 sleep 2
 DUMP=$(ls "$OUT"/callgrind.*.1)
-per() { awk -v n="$EVENTS" -v what="$2" '{ gsub(",", "", $1); printf "%-40s %10.0f instructions per publish\n", what, $1 / n }' <<<"$1"; }
+per() { awk -v n="${3:-$EVENTS}" -v what="$2" -v unit="${4:-publish}" '{ gsub(",", "", $1); printf "%-40s %10.0f instructions per %s\n", what, $1 / n, unit }' <<<"$1"; }
+# The inclusive count of the first function whose line matches $1 (0 when none does).
+count() { grep -m1 -- "$1" <<<"$ann" || echo 0; }
 ann=$(callgrind_annotate --inclusive=yes "$DUMP" 2>/dev/null)
 {
-    echo "binary: $BIN ($EVENTS publishes, one subscriber)"
+    echo "binary: $BIN ($EVENTS publishes, $SUBS subscriber(s))"
     per "$(grep -m1 'PROGRAM TOTALS' <<<"$ann")" "whole hub"
     per "$(grep -m1 'sqlite.rs:std::sys::backtrace::__rust_begin_short_backtrace' <<<"$ann")" "SQLite writer thread"
     per "$(grep -m1 'net/mod.rs:tidings::net::Admission::admit::{{closure}} \[' <<<"$ann")" "connection tasks (HTTP, handlers)"
-    per "$(grep -m1 'hub.rs:tidings_core::hub::pump::{{closure}} \[' <<<"$ann")" "pump (dispatch, delivery)"
+    per "$(count 'hub.rs:tidings_core::hub::pump::{{closure}} \[')" "pump (dispatch, delivery)"
+    deliveries=$((EVENTS * SUBS))
+    pump=$(count 'hub.rs:tidings_core::hub::pump::{{closure}} \[' | awk '{ gsub(",", "", $1); print $1 }')
+    flush=$(count 'fanout.rs:tidings_core::fanout::\(Shard\|Flush\)::run::{{closure}} \[' | awk '{ gsub(",", "", $1); print $1 }')
+    per "$((pump + flush))" "fan-out (pump + flushers)" "$deliveries" delivery
 } | tee "$OUT/summary.txt"

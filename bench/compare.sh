@@ -26,7 +26,8 @@
 #   throughput  64 concurrent keep-alive publishers, as fast as acknowledgments come, 10 s after a
 #           2 s warm-up (random topics of 100): acknowledged publishes/s and server CPU per publish
 #
-# Environment: SERVERS ("tidings nchan fastapi"; also tidings-base: $TIDINGS_BASE_BIN), PORT
+# Environment: SERVERS ("tidings nchan fastapi"; also tidings-base: $TIDINGS_BASE_BIN, and
+# tidings-normal: --durability normal), PORT
 # (18975), ROUNDS (1), FANOUT_N ("100 1000 10000"), TOPICS_N (10000), IDLE_N (50,000 or the fd limit less 200), STORM_N (5000), OUT
 # (bench/results/compare-DATE), PLOTS (bench/plots: where the PNGs go; empty for none), and
 # those of bench/lib.sh (SERVER_CPU, GEN_CPU, WAIT_QUIET, QUIET_MAX, NOFILE, SKIP_BUILD, STORE).

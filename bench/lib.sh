@@ -7,7 +7,8 @@
 # NOFILE (250000: the fd limit, raised as root), SKIP_BUILD (1: use target/release as is),
 # STORE (Tidings' store: empty for a fresh SQLite file per run, or a postgres:// or redis:// URL),
 # TIDINGS_BIN (the `tidings` server to measure, e.g. an older build; default target/release's),
-# TIDINGS_BASE_BIN (the server kind tidings-base: an older build measured beside this one),
+# TIDINGS_BASE_BIN (the server kind tidings-base: an older build measured beside this one; the
+# kind tidings-normal is this build with --durability normal, no fsync per commit),
 # NCHAN_CONNECTIONS (nginx's worker_connections: the fd limit + 10,000, as Nchan takes slots of
 # its own beside the subscribers' and the fd limit caps the rest).
 
@@ -245,6 +246,8 @@ start_server() {
         fi
         TIDINGS_BIN=$TIDINGS_BASE_BIN start_tidings "$2"
         ;;
+    # The price of durability: no fsync per commit (SQLite's synchronous=NORMAL in WAL mode).
+    tidings-normal) start_tidings "$2" --durability normal ;;
     nchan) start_nchan "$2" ;;
     fastapi) start_fastapi "$2" ;;
     *)
@@ -259,7 +262,7 @@ start_server() {
 endpoints() {
     local base=http://127.0.0.1:$2
     case $1 in
-    tidings | tidings-base)
+    tidings | tidings-base | tidings-normal)
         SUB_URL="$base/.well-known/mercure?topic=bench/{topic}"
         PUB_ARGS=(--publish-url "$base/.well-known/mercure")
         ;;

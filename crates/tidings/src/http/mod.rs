@@ -67,18 +67,22 @@ pub fn link_header() -> (HeaderName, &'static str) {
 /// rate without `--publish-rate`, the metadata challenge without `--jwt-audience`): every layer
 /// costs each request a boxed future and a clone of the service it wraps.
 pub fn router(state: Arc<AppState>) -> Router {
-    let (publish, publish_to_path) = if state.publish_rate.is_some() {
+    let (mercure, by_path) = (get(subscribe::subscribe), get(subscribe::subscribe_to_path));
+    let (mercure, by_path) = if state.publish_rate.is_some() {
         let rate = axum::middleware::from_fn_with_state(state.clone(), rate::limit_publish);
         (
-            post(publish::publish.layer(rate.clone())),
-            post(publish::publish_to_path.layer(rate)),
+            mercure.post(publish::publish.layer(rate.clone())),
+            by_path.post(publish::publish_to_path.layer(rate)),
         )
     } else {
-        (post(publish::publish), post(publish::publish_to_path))
+        (
+            mercure.post(publish::publish),
+            by_path.post(publish::publish_to_path),
+        )
     };
     let ops_token = axum::middleware::from_fn_with_state(state.clone(), admin::require_ops_token);
     let mut router = Router::new()
-        .route("/.well-known/mercure", publish.get(subscribe::subscribe))
+        .route("/.well-known/mercure", mercure)
         .route(presence::PREFIX, get(presence::all))
         .route(
             "/.well-known/mercure/subscriptions/{topic}",
@@ -93,10 +97,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(presence::draft_one),
         )
         .route("/events", get(poll::poll))
-        .route(
-            "/events/{*topic}",
-            publish_to_path.get(subscribe::subscribe_to_path),
-        )
+        .route("/events/{*topic}", by_path)
         .route("/webhooks/{name}", post(crate::ingest::receive))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
