@@ -4,11 +4,11 @@
 # and a paced publisher (tidings-bench, one connection) warm it up with $EVENTS events, the
 # counters are zeroed, $EVENTS more events are published and delivered, and the counters are
 # dumped. The report divides the totals of the whole process, of the SQLite writer thread and
-# of the connection tasks by $EVENTS, and the fan-out's (the pump's dispatch, the flushers'
-# writes) by $EVENTS x $SUBS deliveries.
+# of the connection tasks by $EVENTS. One delivery's instructions are the difference a
+# subscriber makes: (whole hub with SUBS=101 - whole hub with SUBS=1) / 100, per publish.
 #
 #   bench/callgrind_publish.sh [TIDINGS_BINARY]     # default target/release/tidings
-#   SUBS=100 EVENTS=100 bench/callgrind_publish.sh  # one delivery: the fan-out's share
+#   SUBS=101 bench/callgrind_publish.sh             # with the run above: one delivery
 #
 # Environment: PORT (18992), EVENTS (400), SUBS (1), OUT (bench/results/callgrind-DATE).
 set -euo pipefail
@@ -37,7 +37,7 @@ run
 callgrind_control -d "$VG" >/dev/null
 sleep 2
 DUMP=$(ls "$OUT"/callgrind.*.1)
-per() { awk -v n="${3:-$EVENTS}" -v what="$2" -v unit="${4:-publish}" '{ gsub(",", "", $1); printf "%-40s %10.0f instructions per %s\n", what, $1 / n, unit }' <<<"$1"; }
+per() { awk -v n="$EVENTS" -v what="$2" '{ gsub(",", "", $1); printf "%-40s %10.0f instructions per publish\n", what, $1 / n }' <<<"$1"; }
 # The inclusive count of the first function whose line matches $1 (0 when none does).
 count() { grep -m1 -- "$1" <<<"$ann" || echo 0; }
 ann=$(callgrind_annotate --inclusive=yes "$DUMP" 2>/dev/null)
@@ -47,8 +47,4 @@ ann=$(callgrind_annotate --inclusive=yes "$DUMP" 2>/dev/null)
     per "$(grep -m1 'sqlite.rs:std::sys::backtrace::__rust_begin_short_backtrace' <<<"$ann")" "SQLite writer thread"
     per "$(grep -m1 'net/mod.rs:tidings::net::Admission::admit::{{closure}} \[' <<<"$ann")" "connection tasks (HTTP, handlers)"
     per "$(count 'hub.rs:tidings_core::hub::pump::{{closure}} \[')" "pump (dispatch, delivery)"
-    deliveries=$((EVENTS * SUBS))
-    pump=$(count 'hub.rs:tidings_core::hub::pump::{{closure}} \[' | awk '{ gsub(",", "", $1); print $1 }')
-    flush=$(count 'fanout.rs:tidings_core::fanout::\(Shard\|Flush\)::run::{{closure}} \[' | awk '{ gsub(",", "", $1); print $1 }')
-    per "$((pump + flush))" "fan-out (pump + flushers)" "$deliveries" delivery
 } | tee "$OUT/summary.txt"

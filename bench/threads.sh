@@ -5,7 +5,8 @@
 # $SERVER_CPUS; the generator runs on $GEN_CPU. Before and after the run, each thread's user and
 # system ticks are read from /proc/PID/task/*/stat; the report lists the difference per thread
 # (name, TID) and the generator's own latency report. With STRACE=1, strace also follows the
-# hub during the run and the report counts its writev calls (the deliveries' writes) per thread.
+# hub during the run and the report counts its socket writes (sendto, sendmsg, writev: the
+# deliveries and the answers) per thread.
 #
 #   bench/threads.sh                 # SUBS=5000 EVENTS=1000 RATE=100
 #
@@ -52,7 +53,7 @@ for w in $WORKERS; do
         --label "fanout-$SUBS workers=$w" --out "$OUT/fanout-$SUBS-workers$w.json" >"$OUT/gen-workers$w.txt" 2>&1 &
     gen_pid=$!
     if [ "${STRACE:-0}" = 1 ]; then
-        strace -f -qq -e trace=writev -o "$WORK/strace" -p "$SERVER_PID" &
+        strace -f -qq -e trace=sendto,sendmsg,writev -o "$WORK/strace" -p "$SERVER_PID" &
         strace_pid=$!
     fi
     # The subscribers connect first; sample while the events flow, then once they are done.
@@ -68,7 +69,7 @@ for w in $WORKERS; do
             awk -v hz="$(getconf CLK_TCK)" '{ d = ($4 - $3) / hz; if (d > 0) printf "%-8s %-20s %8.2f s\n", $1, $2, d }' |
             sort -k3 -rn
         if [ "${STRACE:-0}" = 1 ]; then
-            echo "writev calls per thread (strace -f):"
+            echo "socket writes (sendto, sendmsg, writev) per thread (strace -f):"
             awk '{ n[$1]++ } END { for (t in n) printf "%-8s %8d\n", t, n[t] }' "$WORK/strace" | sort -k2 -rn
         fi
         echo

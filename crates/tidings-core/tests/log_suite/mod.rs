@@ -43,6 +43,7 @@ macro_rules! log_suite {
             duplicate_within_batch_fails_whole_batch,
             failed_batches_leave_no_seq_hole_and_no_notice,
             concurrent_duplicate_ids_admit_exactly_one,
+            a_duplicate_among_concurrent_appends_fails_only_its_own,
             read_returns_exactly_the_range_in_order,
             read_honours_limit,
             read_by_topics_matches_exact_topics_including_alternates,
@@ -600,6 +601,63 @@ pub async fn concurrent_duplicate_ids_admit_exactly_one(log: Arc<dyn EventLog>) 
     for u in (0..TASKS).filter(|u| u != t) {
         assert_eq!(log.locate(&format!("side-{u}")).await.unwrap(), None);
     }
+}
+
+/// Concurrent appends (committed together where the store groups them) where one batch repeats
+/// a stored id: only that batch fails, whole, and every other batch is stored with its events
+/// contiguous and numbered without holes.
+pub async fn a_duplicate_among_concurrent_appends_fails_only_its_own(log: Arc<dyn EventLog>) {
+    const TASKS: usize = 32;
+    const DOOMED: usize = 13;
+    let first = append_ok(&*log, vec![ev_id("taken", &["a"], "first")]).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let (log, barrier) = (log.clone(), barrier.clone());
+        handles.push(tokio::spawn(async move {
+            let mut batch = vec![ev(&["a"], &format!("{t}.0")), ev(&["b"], &format!("{t}.1"))];
+            if t == DOOMED {
+                batch.push(ev_id("taken", &["a"], "again"));
+            }
+            barrier.wait().await;
+            log.append(batch).await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for (t, h) in handles.into_iter().enumerate() {
+        match h.await.expect("task") {
+            Err(LogError::DuplicateId(id)) if t == DOOMED => assert_eq!(id, "taken"),
+            Ok(events) if t != DOOMED => {
+                assert_eq!(events.len(), 2, "task {t}");
+                assert_eq!(
+                    events[1].seq,
+                    events[0].seq + 1,
+                    "task {t}'s batch is split"
+                );
+                assert_eq!(&*events[0].data, format!("{t}.0"));
+                seqs.extend(events.iter().map(|e| e.seq));
+            }
+            other => panic!("task {t}: {other:?}"),
+        }
+    }
+    seqs.sort_unstable();
+    let expected: Vec<Seq> = (1..=seqs.len() as Seq).map(|i| first[0].seq + i).collect();
+    assert_eq!(
+        seqs, expected,
+        "the stored batches are not numbered without holes"
+    );
+    let stored = all_events(&*log).await;
+    assert_eq!(
+        stored.len(),
+        1 + 2 * (TASKS - 1),
+        "events of the failed batch were stored"
+    );
+    assert!(
+        !stored
+            .iter()
+            .any(|e| &*e.data == "again" || *e.data == *format!("{DOOMED}.0")),
+        "the failed batch left events behind"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
