@@ -21,12 +21,21 @@ pub fn pairs(input: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 fn decode(raw: &[u8]) -> Result<String, ApiError> {
-    let plus_as_space: Vec<u8> = raw
-        .iter()
-        .map(|b| if *b == b'+' { b' ' } else { *b })
-        .collect();
-    let bytes: Vec<u8> = percent_decode(&plus_as_space).collect();
-    String::from_utf8(bytes).map_err(|_| ApiError::bad("form data is not valid UTF-8"))
+    // `+` is a space; the rest is percent-decoding, which borrows what has no escape.
+    let spaced: Vec<u8>;
+    let raw = if raw.contains(&b'+') {
+        spaced = raw
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        &spaced[..]
+    } else {
+        raw
+    };
+    percent_decode(raw)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| ApiError::bad("form data is not valid UTF-8"))
 }
 
 #[cfg(test)]
@@ -50,5 +59,14 @@ mod tests {
     fn refuses_invalid_utf8() {
         assert!(pairs(b"data=%FF%FE").is_err());
         assert!(pairs(b"data=\xff").is_err());
+        assert!(pairs(b"data=a+\xff").is_err());
+        assert!(pairs(b"data=%2B\xff").is_err());
+    }
+
+    #[test]
+    fn text_without_escapes_comes_through_as_it_is() {
+        let got = pairs("topic=jobs/1&data={\"é\":1}&x=a%2Bb+c".as_bytes()).unwrap();
+        assert_eq!(got[1].1, "{\"é\":1}");
+        assert_eq!(got[2].1, "a+b c");
     }
 }
