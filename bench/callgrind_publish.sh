@@ -9,8 +9,11 @@
 #
 #   bench/callgrind_publish.sh [TIDINGS_BINARY]     # default target/release/tidings
 #   SUBS=101 bench/callgrind_publish.sh             # with the run above: one delivery
+#   PUBLISHERS=64 bench/callgrind_publish.sh        # group commits: 64 publishers, 100 topics,
+#                                                   # as fast as acknowledgments come, 5 s
 #
-# Environment: PORT (18992), EVENTS (400), SUBS (1), OUT (bench/results/callgrind-DATE).
+# Environment: PORT (18992), EVENTS (400), SUBS (1), PUBLISHERS (0: the paced run above),
+# OUT (bench/results/callgrind-DATE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/tidings}
@@ -18,6 +21,7 @@ GEN=target/release/tidings-bench
 PORT=${PORT:-18992}
 EVENTS=${EVENTS:-400}
 SUBS=${SUBS:-1}
+PUBLISHERS=${PUBLISHERS:-0}
 OUT=${OUT:-bench/results/callgrind-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/tidings-callgrind.XXXXXX)
@@ -27,13 +31,21 @@ VG=$!
 trap 'kill $VG 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.5; done
 run() {
-    "$GEN" fanout -n "$SUBS" -m "$EVENTS" --rate 50 --publish-connections 1 \
-        --subscribe-url "http://127.0.0.1:$PORT/.well-known/mercure?topic=bench/{topic}" \
-        --publish-url "http://127.0.0.1:$PORT/.well-known/mercure" | grep -E "lost"
+    if [ "$PUBLISHERS" -gt 0 ]; then
+        # The publishes acknowledged (the report's "acked N (R/s)") become $EVENTS.
+        EVENTS=$("$GEN" throughput -c "$PUBLISHERS" -d "$1" --warmup 0 --topics 100 \
+            --topic-mode random --publish-url "http://127.0.0.1:$PORT/.well-known/mercure" |
+            awk '/^acked/ { print $2 }')
+        echo "acked $EVENTS"
+    else
+        "$GEN" fanout -n "$SUBS" -m "$EVENTS" --rate 50 --publish-connections 1 \
+            --subscribe-url "http://127.0.0.1:$PORT/.well-known/mercure?topic=bench/{topic}" \
+            --publish-url "http://127.0.0.1:$PORT/.well-known/mercure" | grep -E "lost"
+    fi
 }
-run
+run 3
 callgrind_control -z "$VG" >/dev/null
-run
+run 5
 callgrind_control -d "$VG" >/dev/null
 sleep 2
 DUMP=$(ls "$OUT"/callgrind.*.1)
@@ -42,7 +54,8 @@ per() { awk -v n="$EVENTS" -v what="$2" '{ gsub(",", "", $1); printf "%-40s %10.
 count() { grep -m1 -- "$1" <<<"$ann" || echo 0; }
 ann=$(callgrind_annotate --inclusive=yes "$DUMP" 2>/dev/null)
 {
-    echo "binary: $BIN ($EVENTS publishes, $SUBS subscriber(s))"
+    subs=$([ "$PUBLISHERS" -gt 0 ] && echo 0 || echo "$SUBS")
+    echo "binary: $BIN ($EVENTS publishes, $subs subscriber(s), $PUBLISHERS concurrent publishers)"
     per "$(grep -m1 'PROGRAM TOTALS' <<<"$ann")" "whole hub"
     per "$(grep -m1 'sqlite.rs:std::sys::backtrace::__rust_begin_short_backtrace' <<<"$ann")" "SQLite writer thread"
     per "$(grep -m1 'net/mod.rs:tidings::net::Admission::admit::{{closure}} \[' <<<"$ann")" "connection tasks (HTTP, handlers)"

@@ -487,7 +487,7 @@ impl Writer {
         &mut self,
         appends: &mut [PendingAppend],
         now: i64,
-    ) -> Result<Vec<Result<Vec<Arc<Event>>, LogError>>, LogError> {
+    ) -> Result<Vec<super::AppendResult>, LogError> {
         let conn = &self.conn;
         let single = appends.len() == 1;
         let mut seq = self.next_seq;
