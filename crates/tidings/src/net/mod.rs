@@ -224,6 +224,33 @@ impl Admission {
     }
 }
 
+/// A TLS connection: the handshake, then HTTP/2 or HTTP/1.1 as ALPN chose.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    io: stall::WriteStall<TcpStream>,
+    served: h2::Served,
+    peer: SocketAddr,
+    options: ServeOptions,
+) {
+    let handshake = tokio::time::timeout(options.header_read_timeout, acceptor.accept(io));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        h2::serve_h2(stream, served).await;
+    } else {
+        h2::serve_h1(stream, served).await;
+    }
+}
+
 /// Errors of one connection that `accept` reports; the listener itself is fine.
 fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
@@ -263,26 +290,13 @@ impl Connection {
             refusal,
             close: tcp_less.close.clone(),
         };
+        // The TLS and HTTP/2 paths run boxed: an async fn's state is as large as its largest
+        // branch, so every cleartext HTTP/1.1 connection (each live subscriber's task) would
+        // otherwise carry room for a TLS session and an HTTP/2 connection.
         if let Some(acceptor) = tls {
-            let served = served(&self);
+            let (served, peer) = (served(&self), self.peer);
             let io = stall::WriteStall::new(self.tcp, options.write_stall_timeout);
-            let handshake = tokio::time::timeout(options.header_read_timeout, acceptor.accept(io));
-            let stream = match handshake.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(peer = %self.peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                h2::serve_h2(stream, served).await;
-            } else {
-                h2::serve_h1(stream, served).await;
-            }
+            Box::pin(serve_tls(acceptor, io, served, peer, options)).await;
             return;
         }
         if options.h2c {
@@ -294,7 +308,7 @@ impl Connection {
                         prefix,
                         io: stall::WriteStall::new(self.tcp, options.write_stall_timeout),
                     };
-                    h2::serve_h2(io, served).await;
+                    Box::pin(h2::serve_h2(io, served)).await;
                     return;
                 }
                 Ok(Ok((false, read))) => self.unread = read,
