@@ -64,15 +64,19 @@ done
 [ -z "$PLOTS" ] || setup_venv
 machine_info "$OUT/machine.txt"
 
-# run SERVER NAME GENERATOR-ARGS...: one measured run on a freshly started server.
+# run SERVER NAME MODE GENERATOR-ARGS...: one measured run (tidings-bench fanout or throughput)
+# on a freshly started server.
 run() {
-    local server=$1 name=$2
-    shift 2
+    local server=$1 name=$2 mode=$3
+    shift 3
     wait_quiet "$server $name"
     start_server "$server" "$PORT"
     endpoints "$server" "$PORT"
-    gen fanout --subscribe-url "$SUB_URL" "${PUB_ARGS[@]}" "$@" \
-        --label "$server $name" --out "$OUT/$name-$server.json" ||
+    local target=("${PUB_ARGS[@]}")
+    if [ "$mode" = fanout ]; then
+        target+=(--subscribe-url "$SUB_URL")
+    fi
+    gen "$mode" "${target[@]}" "$@" --label "$server $name" --out "$OUT/$name-$server.json" ||
         echo "$server $name: the generator failed" | tee -a "$OUT/failures.txt"
     stop_server
 }
@@ -89,40 +93,34 @@ for round in $(seq "$ROUNDS"); do
                     events=500 rate=100
                 fi
                 for server in $SERVERS; do
-                    run "$server" "fanout-$n$sfx" -n "$n" -m "$events" --rate "$rate" \
+                    run "$server" "fanout-$n$sfx" fanout -n "$n" -m "$events" --rate "$rate" \
                         --drain-timeout 120
                 done
             done
             ;;
         idle)
             for server in $SERVERS; do
-                run "$server" "idle-$IDLE_N$sfx" -n "$IDLE_N" -m 3 --rate 1 --settle 3 \
+                run "$server" "idle-$IDLE_N$sfx" fanout -n "$IDLE_N" -m 3 --rate 1 --settle 3 \
                     --connect-timeout 300 --drain-timeout 120
             done
             ;;
         storm)
             for server in $SERVERS; do
-                run "$server" "storm-$STORM_N$sfx" -n "$STORM_N" --topics 50 \
+                run "$server" "storm-$STORM_N$sfx" fanout -n "$STORM_N" --topics 50 \
                     --topic-mode round-robin -m 4000 --rate 200 --drop-at 5,10,15 \
                     --drain-timeout 30
             done
             ;;
         topics)
             for server in $SERVERS; do
-                run "$server" "topics-$TOPICS_N$sfx" -n "$TOPICS_N" --topics "$TOPICS_N" \
+                run "$server" "topics-$TOPICS_N$sfx" fanout -n "$TOPICS_N" --topics "$TOPICS_N" \
                     --topic-mode random -m 2000 --rate 200 --connect-timeout 300 --drain-timeout 60
             done
             ;;
         throughput)
             for server in $SERVERS; do
-                wait_quiet "$server throughput-64$sfx"
-                start_server "$server" "$PORT"
-                endpoints "$server" "$PORT"
-                gen throughput -c 64 -d 10 --warmup 2 "${PUB_ARGS[@]}" --topics 100 \
-                    --topic-mode random --label "$server throughput-64" \
-                    --out "$OUT/throughput-64$sfx-$server.json" ||
-                    echo "$server throughput: the generator failed" | tee -a "$OUT/failures.txt"
-                stop_server
+                run "$server" "throughput-64$sfx" throughput -c 64 -d 10 --warmup 2 \
+                    --topics 100 --topic-mode random
             done
             ;;
         *)

@@ -45,67 +45,11 @@ openssl x509 -req -in "$CERTS/leaf.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.ke
 
 # start_hub PORT TLS(0|1): the hub, with up to 1,024 streams per HTTP/2 connection.
 start_hub() {
-    local port=$1 tls=$2 scheme=http
     local flags=(--max-concurrent-streams 1024)
-    if [ "$tls" = 1 ]; then
+    if [ "$2" = 1 ]; then
         flags+=(--tls-cert "$CERTS/cert.pem" --tls-key "$CERTS/key.pem")
-        scheme=https
     fi
-    stop_server
-    fresh_store
-    taskset -c "$SERVER_CPU" "${TIDINGS_BIN:-$BIN/tidings}" serve --listen "127.0.0.1:$port" \
-        --store "$STORE_ARG" "${flags[@]}" >>"$OUT/tidings.log" 2>&1 &
-    SERVER_PID=$!
-    SERVER_KIND=tidings
-    SERVER_SIGNAL=TERM
-    for _ in $(seq 200); do
-        curl -sk -o /dev/null "$scheme://127.0.0.1:$port/healthz" && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "tidings did not start; see $OUT/tidings.log" >&2
-    exit 1
-}
-
-# start_nchan_h2 PORT: Nchan as bench/lib.sh's start_nchan, but listening with TLS and HTTP/2
-# (nginx 1.22's `listen ... ssl http2`), 1,024 streams per connection.
-start_nchan_h2() {
-    local port=$1 dir=$WORK/nginx-h2-$1
-    stop_server
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes 1;
-worker_rlimit_nofile $(ulimit -n);
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections ${NCHAN_CONNECTIONS:-$(($(ulimit -n) + 10000))}; }
-http {
-    access_log off;
-    client_body_temp_path $dir/body;
-    http2_max_concurrent_streams 1024;
-    server {
-        listen 127.0.0.1:$port ssl http2 backlog=4096;
-        ssl_certificate $CERTS/cert.pem;
-        ssl_certificate_key $CERTS/key.pem;
-        location = /pub { nchan_publisher; nchan_channel_id \$arg_id; nchan_message_buffer_length 1000; }
-        location = /sub { nchan_subscriber eventsource; nchan_channel_id \$arg_id; nchan_message_buffer_length 1000; }
-    }
-}
-CONF
-    taskset -c "$SERVER_CPU" nginx -c "$dir/nginx.conf" -e "$dir/error.log" >>"$OUT/nchan.log" 2>&1 &
-    SERVER_PID=$!
-    SERVER_KIND=nchan
-    SERVER_SIGNAL=QUIT
-    for _ in $(seq 200); do
-        curl -sk -o /dev/null "https://127.0.0.1:$port/pub?id=probe" && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "nginx did not start; see $dir/error.log" >&2
-    exit 1
+    start_tidings "$1" "${flags[@]}"
 }
 
 case " ${CONFIGS[*]} " in *" nchan-h2 "*) install_nchan ;; esac
@@ -127,7 +71,7 @@ for run in $(seq "$RUNS"); do
         base=$scheme://127.0.0.1:$PORT
         wait_quiet "$config run $run"
         if [ "$config" = nchan-h2 ]; then
-            start_nchan_h2 "$PORT"
+            start_nchan "$PORT" "$CERTS"
             sub="$base/sub?id=bench{topic}"
             pub=(--publish-url "$base/pub?id=bench{topic}" --publish-body '{data}'
                 --body-encoding raw --content-type text/plain)

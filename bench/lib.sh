@@ -109,7 +109,7 @@ trap lib_cleanup EXIT
 # wait_up URL NAME: until the URL answers (any status), for at most 20 s.
 wait_up() {
     for _ in $(seq 200); do
-        if curl -s -o /dev/null "$1"; then
+        if curl -sk -o /dev/null "$1"; then
             return 0
         fi
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -156,10 +156,11 @@ fresh_store() {
     esac
 }
 
-# start_tidings PORT [serve flags...]
+# start_tidings PORT [serve flags...]: probed over https when the flags give --tls-cert.
 start_tidings() {
-    local port=$1
+    local port=$1 scheme=http
     shift
+    case " $* " in *" --tls-cert "*) scheme=https ;; esac
     stop_server
     fresh_store
     taskset -c "$SERVER_CPU" "${TIDINGS_BIN:-$BIN/tidings}" serve --listen "127.0.0.1:$port" \
@@ -167,7 +168,7 @@ start_tidings() {
     SERVER_PID=$!
     SERVER_KIND=tidings
     SERVER_SIGNAL=TERM
-    wait_up "http://127.0.0.1:$port/healthz" tidings
+    wait_up "$scheme://127.0.0.1:$port/healthz" tidings
 }
 
 install_nchan() {
@@ -177,11 +178,20 @@ install_nchan() {
     fi
 }
 
-# start_nchan PORT: one worker (the server gets one core), no access log, messages in memory
-# (Nchan's default), 1,000 messages kept per channel for Last-Event-ID resumption (the default
-# is 10, which a reconnect storm at 100 events/s outruns).
+# start_nchan PORT [CERT_DIR]: one worker (the server gets one core), no access log, messages in
+# memory (Nchan's default), 1,000 messages kept per channel for Last-Event-ID resumption (the
+# default is 10, which a reconnect storm at 100 events/s outruns). With CERT_DIR (cert.pem and
+# key.pem) it listens with TLS and HTTP/2 (nginx 1.22's `listen ... ssl http2`), 1,024 streams
+# per connection.
 start_nchan() {
-    local port=$1 dir=$WORK/nginx-$1
+    local port=$1 certs=${2:-} dir=$WORK/nginx-$1 listen=127.0.0.1:$1 scheme=http tls=""
+    if [ -n "$certs" ]; then
+        listen="$listen ssl http2"
+        scheme=https
+        tls="http2_max_concurrent_streams 1024;
+    ssl_certificate $certs/cert.pem;
+    ssl_certificate_key $certs/key.pem;"
+    fi
     stop_server
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -196,8 +206,9 @@ events { worker_connections ${NCHAN_CONNECTIONS:-$(($(ulimit -n) + 10000))}; }
 http {
     access_log off;
     client_body_temp_path $dir/body;
+    $tls
     server {
-        listen 127.0.0.1:$port backlog=4096;
+        listen $listen backlog=4096;
         location = /pub { nchan_publisher; nchan_channel_id \$arg_id; nchan_message_buffer_length 1000; }
         location = /sub { nchan_subscriber eventsource; nchan_channel_id \$arg_id; nchan_message_buffer_length 1000; }
     }
@@ -207,7 +218,7 @@ EOF
     SERVER_PID=$!
     SERVER_KIND=nchan
     SERVER_SIGNAL=QUIT
-    wait_up "http://127.0.0.1:$port/pub?id=probe" nchan
+    wait_up "$scheme://127.0.0.1:$port/pub?id=probe" nchan
 }
 
 # The venv of the FastAPI peer and the plots, from PyPI (bench/peers/fastapi/requirements.txt).
