@@ -49,15 +49,17 @@ run 5
 callgrind_control -d "$VG" >/dev/null
 sleep 2
 DUMP=$(ls "$OUT"/callgrind.*.1)
-per() { awk -v n="$EVENTS" -v what="$2" '{ gsub(",", "", $1); printf "%-40s %10.0f instructions per publish\n", what, $1 / n }' <<<"$1"; }
-# The inclusive count of the first function whose line matches $1 (0 when none does).
-count() { grep -m1 -- "$1" <<<"$ann" || echo 0; }
 ann=$(callgrind_annotate --inclusive=yes "$DUMP" 2>/dev/null)
+# per PATTERN WHAT: the inclusive count of the first line matching PATTERN, per publish.
+per() {
+    { grep -m1 -- "$1" <<<"$ann" || true; } |
+        awk -v n="$EVENTS" -v what="$2" '{ gsub(",", "", $1); printf "%-40s %10.0f instructions per publish\n", what, $1 / n }'
+}
 {
     subs=$([ "$PUBLISHERS" -gt 0 ] && echo 0 || echo "$SUBS")
     echo "binary: $BIN ($EVENTS publishes, $subs subscriber(s), $PUBLISHERS concurrent publishers)"
-    per "$(grep -m1 'PROGRAM TOTALS' <<<"$ann")" "whole hub"
-    per "$(grep -m1 'sqlite.rs:std::sys::backtrace::__rust_begin_short_backtrace' <<<"$ann")" "SQLite writer thread"
-    per "$(grep -m1 'net/mod.rs:tidings::net::Admission::admit::{{closure}} \[' <<<"$ann")" "connection tasks (HTTP, handlers)"
-    per "$(count 'hub.rs:tidings_core::hub::pump::{{closure}} \[')" "pump (dispatch, delivery)"
+    per 'PROGRAM TOTALS' "whole hub"
+    per 'sqlite.rs:std::sys::backtrace::__rust_begin_short_backtrace' "SQLite writer thread"
+    per 'net/mod.rs:tidings::net::Admission::admit::{{closure}} \[' "connection tasks (HTTP, handlers)"
+    per 'hub.rs:tidings_core::hub::pump::{{closure}} \[' "pump (dispatch, delivery)"
 } | tee "$OUT/summary.txt"
