@@ -137,6 +137,11 @@ fn unreachable(hub: &str, e: reqwest::Error) -> Failure {
     )
 }
 
+/// How long `tail` waits before its `failures`-th retry in a row: 1 s more each time, at most 5.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(u64::from(failures.min(5)))
+}
+
 /// An error and its causes on one line (reqwest's own message hides the cause).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -230,14 +235,13 @@ pub async fn tail(args: TailArgs) -> Result<(), Failure> {
             }
             Err(e) => {
                 failures += 1;
-                let wait = Duration::from_secs(u64::from(failures.min(5)));
                 let from = after.as_deref().unwrap_or("now");
                 eprintln!(
                     "tidings tail: connection lost ({}); resuming after {from} in {}s",
                     error_chain(&e),
-                    wait.as_secs()
+                    backoff(failures).as_secs()
                 );
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(backoff(failures)).await;
                 continue;
             }
         };
@@ -250,7 +254,7 @@ pub async fn tail(args: TailArgs) -> Result<(), Failure> {
                     "tidings tail: the hub answered {status}: {}; retrying",
                     text.trim()
                 );
-                tokio::time::sleep(Duration::from_secs(u64::from(failures.min(5)))).await;
+                tokio::time::sleep(backoff(failures)).await;
                 continue;
             }
             return Err(refusal(
@@ -266,9 +270,11 @@ pub async fn tail(args: TailArgs) -> Result<(), Failure> {
                 failures += 1;
                 let from = after.as_deref().unwrap_or("now");
                 eprintln!(
-                    "tidings tail: the answer was cut ({}); resuming after {from}",
-                    error_chain(&e)
+                    "tidings tail: the answer was cut ({}); resuming after {from} in {}s",
+                    error_chain(&e),
+                    backoff(failures).as_secs()
                 );
+                tokio::time::sleep(backoff(failures)).await;
                 continue;
             }
         };
@@ -276,7 +282,7 @@ pub async fn tail(args: TailArgs) -> Result<(), Failure> {
         if let Some(reset) = page.get("reset").filter(|r| !r.is_null()) {
             eprintln!(
                 "tidings tail: history was not available after {}; continuing from the newest event",
-                reset.as_str().unwrap_or("the requested id")
+                reset["last_event_id"].as_str().unwrap_or("the requested id")
             );
         }
         for event in page["events"].as_array().into_iter().flatten() {

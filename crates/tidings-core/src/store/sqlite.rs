@@ -558,7 +558,7 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), LogError> {
 }
 
 /// How an event's row goes in.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Insert {
     /// A taken id fails the statement (a constraint error): inside a savepoint.
     Plain,

@@ -77,7 +77,7 @@ pub fn mint(args: &TokenArgs, now: u64) -> anyhow::Result<String> {
     let Some(jwt_key) = args.jwt_key.as_deref() else {
         anyhow::bail!("tidings token needs the hub's key: pass --jwt-key or set TIDINGS_JWT_KEY");
     };
-    let key = encoding_key(algorithm, &read_key(jwt_key)?)?;
+    let key = encoding_key(algorithm, &crate::ingest::webhook::read_secret(jwt_key)?)?;
     let payload = args
         .payload
         .as_deref()
@@ -144,13 +144,6 @@ fn details(args: &TokenArgs, payload: Option<Value>) -> Vec<Value> {
         details.push(detail);
     }
     details
-}
-
-fn read_key(value: &str) -> anyhow::Result<String> {
-    match value.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {path}")),
-        None => Ok(value.to_owned()),
-    }
 }
 
 fn encoding_key(algorithm: Algorithm, key: &str) -> anyhow::Result<EncodingKey> {

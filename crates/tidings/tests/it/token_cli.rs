@@ -166,3 +166,34 @@ async fn bad_token_requests_fail_with_a_reason() {
         .unwrap_err();
     assert!(err.contains("none"), "{err}");
 }
+
+/// `--jwt-key @FILE` reads the key as the hub does: a key file's final newline is not part of
+/// the secret, so the token verifies on a hub given the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_signs_as_the_hub_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwt.key");
+    std::fs::write(&path, format!("{KEY}\n")).unwrap();
+    let hub = spawn_hub_with(|c| {
+        c.auth.publisher = Some(KeyConfig {
+            algorithm: Algorithm::HS256,
+            key: KEY.into(),
+            jwks: None,
+        });
+    })
+    .await;
+    let key_arg = format!("@{}", path.display());
+    let publisher = token(&["--jwt-key", &key_arg, "--publish", "*"])
+        .await
+        .unwrap();
+    let reply = hub
+        .send(
+            hub.client
+                .post(hub.url("/.well-known/mercure"))
+                .header("authorization", format!("Bearer {publisher}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form(&[("topic", "books/1"), ("data", "x")])),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
