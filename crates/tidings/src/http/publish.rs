@@ -33,14 +33,14 @@ pub async fn publish(
     match content_type(&headers).as_str() {
         "application/json" => {
             let (batch, single) = parse_json_publish(&body, limits)?;
-            refuse_hub_namespace(&state, &batch)?;
+            refuse_reserved_topics(&batch)?;
             authorize(grant.as_ref(), &batch)?;
             let events = state.hub.publish_idempotent(batch).await?;
             Ok(json_ids(&events, single))
         }
         "application/x-www-form-urlencoded" | "" => {
             let event = parse_form_publish(&body, limits, None)?;
-            refuse_hub_namespace(&state, std::slice::from_ref(&event))?;
+            refuse_reserved_topics(std::slice::from_ref(&event))?;
             authorize(grant.as_ref(), std::slice::from_ref(&event))?;
             // A retry of a stored event (same id, same content) answers its id again.
             let events = state.hub.publish_idempotent(vec![event]).await?;
@@ -74,7 +74,7 @@ pub async fn publish_to_path(
     let limits = &state.limits;
     let grant = publisher_grant(&state, query.as_deref(), &headers, verified).await?;
     let body = read_body(body, limits).await?;
-    let topic = checked_topic(&topic)?;
+    let topic = Topic::parse(&topic)?;
     let event = match content_type(&headers).as_str() {
         "application/json" | "" => {
             let fields: PathEvent = if body.is_empty() {
@@ -87,7 +87,7 @@ pub async fn publish_to_path(
         "application/x-www-form-urlencoded" => parse_form_publish(&body, limits, Some(topic))?,
         other => return Err(ApiError::UnsupportedMediaType(other.to_owned())),
     };
-    refuse_hub_namespace(&state, std::slice::from_ref(&event))?;
+    refuse_reserved_topics(std::slice::from_ref(&event))?;
     authorize(grant.as_ref(), std::slice::from_ref(&event))?;
     let events = state.hub.publish_idempotent(vec![event]).await?;
     Ok(json_ids(&events, true))
@@ -166,26 +166,27 @@ fn same_or_allowed_origin(state: &AppState, headers: &HeaderMap) -> bool {
     same || matches!(&state.cors, CorsOrigins::List(list) if list.iter().any(|p| p.matches(&origin)))
 }
 
-/// The Mercure draft reserves the hub's own namespace (`/.well-known/mercure/...`, resolved
-/// against the hub's URL: `--jwt-audience` when it is one) for events the hub makes, such as
-/// subscription events: no publisher may forge them (403).
-fn refuse_hub_namespace(state: &AppState, events: &[NewEvent]) -> Result<(), ApiError> {
-    let hub = state
-        .auth
-        .audience()
-        .filter(|a| a.starts_with("https://") || a.starts_with("http://"))
-        .unwrap_or(crate::auth::DEFAULT_BASE);
-    let reserved = events
-        .iter()
-        .flat_map(|e| e.topics.iter())
-        .find(|t| in_hub_namespace(t.as_str(), hub));
-    match reserved {
-        Some(topic) => Err(ApiError::Forbidden(format!(
-            "the topic {:?} is in the hub's reserved namespace (/.well-known/mercure)",
-            topic.as_str()
-        ))),
-        None => Ok(()),
+/// Refuses an event no publisher may make, whatever its grant: one on the wildcard topic `*`
+/// (every selector form reads it as "every topic"; 400), or one in the hub's own namespace
+/// (`/.well-known/mercure/...`), where the Mercure draft reserves topics for the events the hub
+/// makes, such as subscription events (403). The namespace is a path, the one the router serves
+/// and the hub's subscription events carry, so topics resolve against the hub's path whatever
+/// `--jwt-audience` says. HTTP publishes and webhook deliveries both come through here.
+pub(crate) fn refuse_reserved_topics(events: &[NewEvent]) -> Result<(), ApiError> {
+    for topic in events.iter().flat_map(|e| e.topics.iter()) {
+        if topic.as_str() == WILDCARD {
+            return Err(ApiError::bad(
+                "the topic \"*\" is the reserved wildcard and cannot be published to",
+            ));
+        }
+        if in_hub_namespace(topic.as_str(), crate::auth::DEFAULT_BASE) {
+            return Err(ApiError::Forbidden(format!(
+                "the topic {:?} is in the hub's reserved namespace (/.well-known/mercure)",
+                topic.as_str()
+            )));
+        }
     }
+    Ok(())
 }
 
 /// With a publisher grant (`None`: open development mode), every topic of every event must be
@@ -370,7 +371,7 @@ fn build_event(
     }
     let topics = topics
         .iter()
-        .map(|t| checked_topic(t))
+        .map(|t| Topic::parse(t))
         .collect::<Result<Vec<_>, _>>()?;
     let mut event = NewEvent::new(topics, data)?;
     event.id = publisher_id(id.as_deref())?;
@@ -378,17 +379,6 @@ fn build_event(
     event.retry = retry;
     event.private = private;
     Ok(event)
-}
-
-/// A topic to publish to: `*` is the reserved wildcard (every selector form reads it as "every
-/// topic"), so no event may carry it.
-fn checked_topic(topic: &str) -> Result<Topic, ApiError> {
-    if topic == WILDCARD {
-        return Err(ApiError::bad(
-            "the topic \"*\" is the reserved wildcard and cannot be published to",
-        ));
-    }
-    Ok(Topic::parse(topic)?)
 }
 
 /// A publisher-supplied id; the `webhook:` prefix is reserved for webhook deliveries, whose ids

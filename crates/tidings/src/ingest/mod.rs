@@ -41,6 +41,7 @@ pub async fn receive(
         .inspect_err(
             |e| tracing::info!(webhook = %name, reason = %e, "webhook delivery refused"),
         )?;
+    crate::http::publish::refuse_reserved_topics(std::slice::from_ref(&event))?;
     let answer = |id: &str, duplicate: bool| {
         axum::Json(serde_json::json!({ "id": id, "duplicate": duplicate })).into_response()
     };

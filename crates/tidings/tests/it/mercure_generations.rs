@@ -531,3 +531,21 @@ async fn the_root_is_a_small_page() {
     assert!(reply.body.contains("Tidings"));
     assert!(!reply.body.contains(KEY));
 }
+
+/// The reserved namespace is the hub's path, whatever `--jwt-audience` names: with a bare
+/// origin as the audience, ordinary topics still publish and the hub's own still do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_as_audience_leaves_ordinary_topics_publishable() {
+    let hub = spawn_hub_with(|c| c.auth.audience = Some("https://hub.example.com".into())).await;
+    for topic in ["jobs/1", "https://example.com/books/1", "/a/b"] {
+        let reply = hub.post_form(&[("topic", topic), ("data", "x")]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{topic}: {}", reply.body);
+    }
+    let reply = hub
+        .post_form(&[
+            ("topic", "/.well-known/mercure/subscriptions/x"),
+            ("data", "x"),
+        ])
+        .await;
+    reply.assert_refused(403, "the hub's namespace");
+}

@@ -794,3 +794,18 @@ fn id_from_signature_applies_to_unsigned_delivery_ids_only() {
         assert!(err.contains(reason), "{config}: {err}");
     }
 }
+
+/// A payload cannot steer a delivery into the hub's reserved namespace, where the subscription
+/// events live: the topic its fields make is refused as a publisher's would be, and nothing is
+/// stored.
+#[tokio::test]
+async fn a_payload_cannot_place_an_event_in_the_hubs_namespace() {
+    let hub = hub().await;
+    let body = r#"{"id":"../../.well-known/mercure/subscriptions/forged","status":"COMPLETED"}"#;
+    let reason = standard("msg_forged", now(), body)
+        .send(&hub)
+        .await
+        .assert_refused(403, "a topic in the hub's namespace");
+    assert!(reason.contains("reserved namespace"), "{reason}");
+    assert_eq!(stored(&hub).await, 0);
+}
