@@ -372,6 +372,11 @@ impl Hub {
         (budget.used(), budget.limit())
     }
 
+    /// Deliveries to this node's subscribers since it started (a counter: no store involved).
+    pub fn delivered(&self) -> u64 {
+        self.fanout.counters.delivered.load(Ordering::Relaxed)
+    }
+
     /// Subscribers cut for being slow: by their own queue bound, and by the hub-wide budget.
     pub fn slow_cuts(&self) -> (u64, u64) {
         (
@@ -437,7 +442,7 @@ impl Hub {
             // Exact topics and distinct patterns (`jobs/{id}`): what subscribers watch.
             subscribed_topics: exact_topics + self.fanout.pattern_groups(),
             published: Metrics::get(&self.metrics.published),
-            delivered: self.fanout.counters.delivered.load(Ordering::Relaxed),
+            delivered: self.delivered(),
             slow_disconnects: self
                 .fanout
                 .counters

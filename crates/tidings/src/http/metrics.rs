@@ -52,7 +52,6 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Api
     let (cuts_queue, cuts_budget) = hub.slow_cuts();
     let (queued, budget) = hub.queued_bytes();
     let lag = hub.lag().await.ok();
-    let stats = hub.stats().await.ok();
     let scrape = Scrape {
         streams: m.subscribers(Transport::Stream),
         polls: m.subscribers(Transport::Poll),
@@ -60,14 +59,14 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, Api
         published: Metrics::get(&m.published),
         publish_duplicates: Metrics::get(&m.publish_duplicates),
         publish_failures: Metrics::get(&m.publish_failures),
-        delivered: stats.as_ref().map_or(0, |s| s.delivered),
+        delivered: hub.delivered(),
         cuts_queue,
         cuts_budget,
         resumes: Metrics::get(&m.resumes),
         resets: Metrics::get(&m.resets),
         replayed: Metrics::get(&m.replayed),
         queued_bytes: queued as u64,
-        queue_budget: budget.min(u64::MAX as usize) as u64,
+        queue_budget: budget as u64,
         store_errors: Metrics::get(&m.store_errors),
         link_up: hub.store_health().is_ok() && lag.is_some(),
         lag_events: lag.map(|(n, _)| n),

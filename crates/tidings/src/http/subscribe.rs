@@ -183,6 +183,13 @@ pub fn parse_request(
 ) -> Result<Request, ApiError> {
     let mut selectors = Vec::new();
     if let Some(topic) = path_topic {
+        // The path names one topic. `*` would be the wildcard (every topic), which is a
+        // selector of the query, counted among the patterns there.
+        if topic == tidings_core::selector::WILDCARD {
+            return Err(ApiError::bad(
+                "the path names one topic; subscribe to every topic with ?topic=*",
+            ));
+        }
         selectors.push(Selector::parse_exact(topic)?);
     }
     let mut types = Vec::new();

@@ -438,3 +438,15 @@ async fn garbage_never_breaks_the_hub() {
     sub.expect_silence(Duration::from_millis(100)).await;
     assert_nothing_else_stored(&hub, &[]).await;
 }
+
+/// `/events/{topic}` names one topic: `*` there is refused (the wildcard belongs to the query,
+/// where it counts among the subscriber's patterns), and nothing is streamed.
+#[tokio::test]
+async fn the_wildcard_is_no_path_topic() {
+    let hub = spawn_hub_with(|_| {}).await;
+    let reason = hub
+        .get("/events/*")
+        .await
+        .assert_refused(400, "GET /events/*");
+    assert!(reason.contains("?topic=*"), "{reason}");
+}
