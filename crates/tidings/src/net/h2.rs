@@ -65,6 +65,10 @@ where
         .timer(TokioTimer::new())
         .max_concurrent_streams(served.options.max_concurrent_streams)
         .max_header_list_size(MAX_HEADER_LIST)
+        // A peer that vanished without closing (no stream open to notice it) is found by a
+        // PING unanswered within the write-stall timeout.
+        .keep_alive_interval(Some(served.options.heartbeat))
+        .keep_alive_timeout(served.options.write_stall_timeout)
         // A stream's unsent data beyond its window: one event batch, not megabytes.
         .max_send_buf_size(64 * 1024);
     let service = service(&served, true);

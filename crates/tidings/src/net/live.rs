@@ -159,8 +159,8 @@ impl AsyncWrite for HyperIo {
 struct TcpWire(TcpStream);
 
 impl TcpWire {
-    /// One `send(2)` (or `sendmsg(2)` for several buffers) with `MSG_NOSIGNAL`; the socket is
-    /// non-blocking.
+    /// One `send(2)` (or `sendmsg(2)` for several buffers); the socket is non-blocking. (No
+    /// `MSG_NOSIGNAL`, as with tokio's own writes: a Rust binary ignores `SIGPIPE`.)
     fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let socket = socket2::SockRef::from(&self.0);
         match bufs {

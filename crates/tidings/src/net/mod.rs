@@ -229,10 +229,10 @@ async fn serve_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     io: stall::WriteStall<TcpStream>,
     served: h2::Served,
-    peer: SocketAddr,
-    options: ServeOptions,
 ) {
-    let handshake = tokio::time::timeout(options.header_read_timeout, acceptor.accept(io));
+    let peer = served.peer;
+    let wait = served.options.header_read_timeout;
+    let handshake = tokio::time::timeout(wait, acceptor.accept(io));
     let stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -294,9 +294,9 @@ impl Connection {
         // branch, so every cleartext HTTP/1.1 connection (each live subscriber's task) would
         // otherwise carry room for a TLS session and an HTTP/2 connection.
         if let Some(acceptor) = tls {
-            let (served, peer) = (served(&self), self.peer);
+            let served = served(&self);
             let io = stall::WriteStall::new(self.tcp, options.write_stall_timeout);
-            Box::pin(serve_tls(acceptor, io, served, peer, options)).await;
+            Box::pin(serve_tls(acceptor, io, served)).await;
             return;
         }
         if options.h2c {
