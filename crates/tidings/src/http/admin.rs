@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -119,21 +119,14 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
 }
 
 /// Guards `/metrics` and `/stats` with `--metrics-token` when one is set: the request must carry
-/// `Authorization: Bearer TOKEN` (compared in constant time).
+/// `Authorization: Bearer TOKEN` ([`crate::ingest::verify::bearer_matches`]).
 pub async fn require_ops_token(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(token) = &state.ops.metrics_token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        use subtle::ConstantTimeEq;
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        if !crate::ingest::verify::bearer_matches(request.headers(), token.as_bytes()) {
             return Err(ApiError::OpsToken);
         }
     }
