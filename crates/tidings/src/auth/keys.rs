@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::claims::{Claims, Grant};
@@ -177,10 +178,12 @@ impl Verifier {
                 return Err(AuthError::Invalid("the token has expired"));
             }
         }
-        let claims: Claims = serde_json::from_value(raw.clone())
-            .map_err(|_| AuthError::Invalid("malformed claims"))?;
-        let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
-        let typed_access = typ == "at+jwt" || typ == "application/at+jwt";
+        // Read in place: `raw` is still needed for `aud`, `exp` and `iss` below.
+        let claims =
+            Claims::deserialize(&raw).map_err(|_| AuthError::Invalid("malformed claims"))?;
+        let typ = header.typ.as_deref().unwrap_or("");
+        let typed_access =
+            typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt");
         if typed_access || claims.is_access_token() {
             // RFC 9068, as the 1.0 draft profiles it: typed as an access token, bound to this
             // hub by `aud`, expiring, and from the configured issuer when there is one.
