@@ -268,23 +268,38 @@ impl<F: Future<Output = ()>> Future for StreamTask<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let previous = CURRENT.with(|c| c.replace(Some(this.progress.clone())));
-        let polled = this.fut.as_mut().poll(cx);
-        CURRENT.with(|c| *c.borrow_mut() = previous);
+        let watched = this.progress.watched.load(Ordering::Acquire);
+        let polled = if watched {
+            this.fut.as_mut().poll(cx)
+        } else {
+            // Until the service has taken its progress record (an SSE body), it is current.
+            let previous = CURRENT.with(|c| c.replace(Some(this.progress.clone())));
+            let polled = this.fut.as_mut().poll(cx);
+            CURRENT.with(|c| *c.borrow_mut() = previous);
+            polled
+        };
         if polled.is_ready() || !this.progress.watched.load(Ordering::Acquire) {
             return polled;
         }
-        let last = this.progress.polled.load(Ordering::Relaxed);
-        let due = epoch() + Duration::from_millis(last) + this.stall;
-        if due <= Instant::now() {
-            tracing::debug!(stall = ?this.stall, "HTTP/2 stream stalled (flow-control window closed); reset");
-            return Poll::Ready(());
-        }
-        // One timer per stream, moved only when it fires: not a timer operation per event.
+        // One timer per stream, checked only when it fires: not a clock read or a timer
+        // operation per event. Each poll of the body moves the deadline; a fired timer re-arms
+        // at the moved deadline, or resets the stream when the body was not polled since.
+        let progress = &this.progress;
+        let stall = this.stall;
+        let due =
+            || epoch() + Duration::from_millis(progress.polled.load(Ordering::Relaxed)) + stall;
         let timer = this
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due())));
         while timer.as_mut().poll(cx).is_ready() {
+            let due = due();
+            if due <= Instant::now() {
+                tracing::debug!(
+                    ?stall,
+                    "HTTP/2 stream stalled (flow-control window closed); reset"
+                );
+                return Poll::Ready(());
+            }
             timer.as_mut().reset(due);
         }
         Poll::Pending
