@@ -242,14 +242,21 @@ fn audience_matches(raw: &Value, audience: &str) -> bool {
     }
 }
 
+/// Refuses an HMAC secret too short to resist guessing (the hub will not verify with it, so
+/// `tidings token` will not sign with it either).
+pub(crate) fn check_hmac_secret(key: &str) -> anyhow::Result<()> {
+    if key.len() < 32 {
+        bail!("an HMAC JWT secret must be at least 32 bytes long");
+    }
+    Ok(())
+}
+
 fn static_key(config: &KeyConfig) -> anyhow::Result<DecodingKey> {
     use jsonwebtoken::Algorithm::*;
     let pem = config.key.as_bytes();
     Ok(match config.algorithm {
         HS256 | HS384 | HS512 => {
-            if config.key.len() < 32 {
-                bail!("an HMAC JWT secret must be at least 32 bytes long");
-            }
+            check_hmac_secret(&config.key)?;
             DecodingKey::from_secret(pem)
         }
         RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {

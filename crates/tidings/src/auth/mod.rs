@@ -18,6 +18,7 @@ mod claims;
 mod keys;
 
 pub use claims::{Grant, DEFAULT_BASE, DETAIL_TYPES};
+pub(crate) use keys::check_hmac_secret;
 use keys::Verifier;
 
 /// The stable Mercure line's cookie name.

@@ -150,7 +150,10 @@ fn encoding_key(algorithm: Algorithm, key: &str) -> anyhow::Result<EncodingKey> 
     use Algorithm::*;
     let pem = key.as_bytes();
     Ok(match algorithm {
-        HS256 | HS384 | HS512 => EncodingKey::from_secret(pem),
+        HS256 | HS384 | HS512 => {
+            crate::auth::check_hmac_secret(key)?;
+            EncodingKey::from_secret(pem)
+        }
         RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
             EncodingKey::from_rsa_pem(pem).context("reading the RSA private key (PEM)")?
         }

@@ -165,6 +165,11 @@ async fn bad_token_requests_fail_with_a_reason() {
         .await
         .unwrap_err();
     assert!(err.contains("none"), "{err}");
+    // A secret the hub would refuse to verify with is not signed with either.
+    let err = token(&["--jwt-key", "short", "--publish", "*"])
+        .await
+        .unwrap_err();
+    assert!(err.contains("32 bytes"), "{err}");
 }
 
 /// `--jwt-key @FILE` reads the key as the hub does: a key file's final newline is not part of
