@@ -9,7 +9,18 @@
 //!
 //! Sequence numbers are assigned by the writer and have no holes (a failed request consumes none;
 //! pruning deletes a prefix), so the count of retained events is `newest - oldest + 1`.
+//!
+//! The topic index (`event_topics`) lags the events: a commit writes only the event rows, and the
+//! writer adds the index rows of [`SqliteOptions::index_batch`] events at a time, sorted by
+//! topic, in a transaction of their own that also advances `meta.indexed_through`. A commit thus
+//! writes the pages of two B-trees (the events and their ids), not four, and a batch writes each
+//! topic's page of the index once, where a commit per event wrote it again and again: the topic
+//! index, spread over every topic's latest page, was most of the WAL written under load. Reads by
+//! topic take the events up to `indexed_through` from the index and scan the few rows after it,
+//! both in one snapshot. A crash loses no index row: the writer rebuilds the batch from the events
+//! after `indexed_through` when it opens the file.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +38,8 @@ pub const MAX_GROUP: usize = 1024;
 const MAX_UNION: usize = 400;
 /// Most events deleted by one pruning transaction, so appends are never held up for long.
 const PRUNE_CHUNK: u64 = 5_000;
+/// Events indexed by topic together, by default.
+pub const INDEX_BATCH: usize = 1024;
 
 /// How hard SQLite works to make a commit durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +58,10 @@ pub struct SqliteOptions {
     pub durability: Durability,
     /// Read connections in the pool.
     pub readers: usize,
+    /// Events whose topic-index rows are written together (see the module documentation); 1
+    /// indexes every event right after its commit. Reads by topic scan at most this many
+    /// unindexed events.
+    pub index_batch: usize,
 }
 
 impl SqliteOptions {
@@ -53,6 +70,7 @@ impl SqliteOptions {
             path: path.into(),
             durability: Durability::Full,
             readers: 4,
+            index_batch: INDEX_BATCH,
         }
     }
 }
@@ -95,7 +113,8 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 ";
-const SCHEMA_VERSION: i64 = 1;
+/// 2: the topic index may lag the events, up to `meta.indexed_through`.
+const SCHEMA_VERSION: i64 = 2;
 
 fn open_connection(path: &Path, durability: Durability) -> Result<Connection, LogError> {
     let conn = Connection::open(path).map_err(storage)?;
@@ -120,8 +139,12 @@ fn migrate(conn: &Connection) -> Result<(), LogError> {
         )));
     }
     if version < SCHEMA_VERSION {
+        // Version 1 indexed every event in its own commit: all of them are indexed.
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {SCHEMA} \
+             INSERT OR IGNORE INTO meta (key, value) \
+               SELECT 'indexed_through', coalesce(max(seq), 0) FROM events; \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(storage)?;
     }
@@ -142,12 +165,21 @@ impl SqliteLog {
                 |r| r.get::<_, i64>(0),
             )
             .map_err(storage)? as Seq;
+        let indexed_through = indexed_through(&conn).map_err(storage)? as Seq;
+        let mut writer = Writer {
+            conn,
+            next_seq,
+            indexed_through,
+            unindexed: Vec::new(),
+            index_batch: options.index_batch.max(1),
+        };
+        writer.load_unindexed()?;
         let (jobs, rx) = mpsc::channel(MAX_GROUP * 4);
         let (commits, _) = broadcast::channel(1024);
         let notices = commits.clone();
         std::thread::Builder::new()
             .name("tidings-sqlite-writer".into())
-            .spawn(move || Writer { conn, next_seq }.run(rx, notices))
+            .spawn(move || writer.run(rx, notices))
             .map_err(storage)?;
         Ok(Self {
             jobs,
@@ -234,39 +266,28 @@ impl EventLog for SqliteLog {
                 }
                 Scope::Topics(topics) if topics.is_empty() => Ok(Vec::new()),
                 Scope::Topics(topics) => {
-                    // One index range per topic, each cut at `limit`, merged: a page costs
-                    // O(topics × limit), however long the history (a single `topic IN (...)`
-                    // would sort every remaining match for each page).
-                    let n = topics.len();
-                    let (a, b, c) = (n + 1, n + 2, n + 3);
-                    // SQLite allows 500 terms in a compound SELECT; past that, one IN list.
-                    let merged = if n <= MAX_UNION {
-                        let per_topic: Vec<String> = (1..=n)
-                            .map(|i| {
-                                format!(
-                                    "SELECT seq FROM (SELECT seq FROM event_topics WHERE topic = ?{i} \
-                                     AND seq > ?{a} AND seq <= ?{b} ORDER BY seq LIMIT ?{c})"
-                                )
-                            })
-                            .collect();
-                        per_topic.join(" UNION ")
+                    // The index and the events after it, in one snapshot.
+                    let tx = conn.unchecked_transaction()?;
+                    let indexed = indexed_through(&tx)?;
+                    let mut events = if after < indexed {
+                        read_indexed(&tx, topics, after, upto.min(indexed), limit)?
                     } else {
-                        let marks = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>();
-                        format!(
-                            "SELECT DISTINCT seq FROM event_topics WHERE topic IN ({}) \
-                             AND seq > ?{a} AND seq <= ?{b}",
-                            marks.join(",")
-                        )
+                        Vec::new()
                     };
-                    let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM events WHERE seq IN (\
-                           SELECT seq FROM ({merged}) ORDER BY seq LIMIT ?{c}) ORDER BY seq"
-                    ))?;
-                    let mut values: Vec<rusqlite::types::Value> =
-                        topics.iter().map(|t| t.clone().into()).collect();
-                    values.extend([after.into(), upto.into(), limit.into()]);
-                    let rows = stmt.query_map(params_from_iter(values), event_from_row)?;
-                    rows.collect()
+                    if upto > indexed && (events.len() as i64) < limit {
+                        let wanted: HashSet<&str> = topics.iter().map(String::as_str).collect();
+                        let mut stmt = tx.prepare_cached(&format!(
+                            "SELECT {COLUMNS} FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq"
+                        ))?;
+                        let mut rows = stmt.query(params![after.max(indexed), upto])?;
+                        while (events.len() as i64) < limit {
+                            let Some(row) = rows.next()? else { break };
+                            if stored_topics(row, 2)?.any(|t| wanted.contains(t)) {
+                                events.push(event_from_row(row)?);
+                            }
+                        }
+                    }
+                    Ok(events)
                 }
             })
             .await
@@ -347,26 +368,111 @@ impl EventLog for SqliteLog {
 
 const COLUMNS: &str = "seq, id, topics, type, data, retry, private, stored_at";
 
-/// The newest seq (at or before `upto`) of each topic in `scope`, deduplicated, ascending.
+/// The highest seq whose topic-index rows are written.
+fn indexed_through(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = 'indexed_through'")?
+        .query_row([], |r| r.get(0))
+}
+
+/// The topics in column `col` of an events row (its `topics`), without copying them.
+fn stored_topics<'r>(row: &'r Row<'_>, col: usize) -> rusqlite::Result<std::str::Split<'r, char>> {
+    let topics = row.get_ref(col)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, e.into())
+    })?;
+    Ok(topics.split('\n'))
+}
+
+/// The first `limit` events on any of `topics` in `(after, upto]`, through the topic index
+/// (`upto` must not pass `indexed_through`).
+fn read_indexed(
+    conn: &Connection,
+    topics: &[String],
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<Arc<Event>>> {
+    // One index range per topic, each cut at `limit`, merged: a page costs O(topics × limit),
+    // however long the history (a single `topic IN (...)` would sort every remaining match for
+    // each page).
+    let n = topics.len();
+    let (a, b, c) = (n + 1, n + 2, n + 3);
+    // SQLite allows 500 terms in a compound SELECT; past that, one IN list.
+    let merged = if n <= MAX_UNION {
+        let per_topic: Vec<String> = (1..=n)
+            .map(|i| {
+                format!(
+                    "SELECT seq FROM (SELECT seq FROM event_topics WHERE topic = ?{i} \
+                     AND seq > ?{a} AND seq <= ?{b} ORDER BY seq LIMIT ?{c})"
+                )
+            })
+            .collect();
+        per_topic.join(" UNION ")
+    } else {
+        let marks = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>();
+        format!(
+            "SELECT DISTINCT seq FROM event_topics WHERE topic IN ({}) \
+             AND seq > ?{a} AND seq <= ?{b}",
+            marks.join(",")
+        )
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE seq IN (\
+           SELECT seq FROM ({merged}) ORDER BY seq LIMIT ?{c}) ORDER BY seq"
+    ))?;
+    let mut values: Vec<rusqlite::types::Value> = topics.iter().map(|t| t.clone().into()).collect();
+    values.extend([after.into(), upto.into(), limit.into()]);
+    let rows = stmt.query_map(params_from_iter(values), event_from_row)?;
+    rows.collect()
+}
+
+/// The newest seq (at or before `upto`) of each topic in `scope`, deduplicated, ascending:
+/// from the topic index up to `indexed_through`, then from the events after it.
 fn latest_seqs(conn: &Connection, scope: &Scope, upto: i64) -> rusqlite::Result<Vec<i64>> {
-    let mut seqs: Vec<i64> = match scope {
-        Scope::All => conn
-            .prepare_cached("SELECT max(seq) FROM event_topics WHERE seq <= ?1 GROUP BY topic")?
-            .query_map([upto], |r| r.get(0))?
-            .collect::<Result<_, _>>()?,
+    let tx = conn.unchecked_transaction()?;
+    let indexed = indexed_through(&tx)?;
+    let upto_indexed = upto.min(indexed);
+    let mut latest: HashMap<String, i64> = HashMap::new();
+    let wanted: Option<HashSet<&str>> = match scope {
+        Scope::All => {
+            let mut stmt = tx.prepare_cached(
+                "SELECT topic, max(seq) FROM event_topics WHERE seq <= ?1 GROUP BY topic",
+            )?;
+            let rows = stmt.query_map([upto_indexed], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for row in rows {
+                let (topic, seq) = row?;
+                latest.insert(topic, seq);
+            }
+            None
+        }
         Scope::Topics(topics) => {
-            let mut stmt = conn.prepare_cached(
+            let mut stmt = tx.prepare_cached(
                 "SELECT max(seq) FROM event_topics WHERE topic = ?1 AND seq <= ?2",
             )?;
-            let mut out = Vec::new();
             for t in topics {
-                if let Some(s) = stmt.query_row(params![t, upto], |r| r.get::<_, Option<i64>>(0))? {
-                    out.push(s);
+                let seq =
+                    stmt.query_row(params![t, upto_indexed], |r| r.get::<_, Option<i64>>(0))?;
+                if let Some(seq) = seq {
+                    latest.insert(t.clone(), seq);
                 }
             }
-            out
+            Some(topics.iter().map(String::as_str).collect())
         }
     };
+    if upto > indexed {
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, topics FROM events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![indexed, upto])?;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            for topic in stored_topics(row, 1)? {
+                if wanted.as_ref().is_none_or(|w| w.contains(topic)) {
+                    latest.insert(topic.to_owned(), seq);
+                }
+            }
+        }
+    }
+    let mut seqs: Vec<i64> = latest.into_values().collect();
     seqs.sort_unstable();
     seqs.dedup();
     Ok(seqs)
@@ -390,6 +496,11 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Arc<Event>> {
 struct Writer {
     conn: Connection,
     next_seq: Seq,
+    /// Every event up to here has its topic-index rows.
+    indexed_through: Seq,
+    /// The (topic, seq) index rows of the committed events after `indexed_through`.
+    unindexed: Vec<(String, Seq)>,
+    index_batch: usize,
 }
 
 impl Writer {
@@ -410,6 +521,80 @@ impl Writer {
             }
             if !appends.is_empty() {
                 self.commit_group(&mut appends, &commits);
+            }
+            let lag = self.next_seq - 1 - self.indexed_through;
+            if lag >= self.index_batch as Seq || self.unindexed.len() >= 4 * self.index_batch {
+                self.index_or_warn();
+            }
+        }
+        self.index_or_warn();
+    }
+
+    /// Reads the index rows of the events committed after `indexed_through` (a crash, or a
+    /// close before their batch was due).
+    fn load_unindexed(&mut self) -> Result<(), LogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, topics FROM events WHERE seq > ?1 ORDER BY seq")
+            .map_err(storage)?;
+        let mut rows = stmt.query([clamp(self.indexed_through)]).map_err(storage)?;
+        while let Some(row) = rows.next().map_err(storage)? {
+            let seq = row.get::<_, i64>(0).map_err(storage)? as Seq;
+            for topic in stored_topics(row, 1).map_err(storage)? {
+                self.unindexed.push((topic.to_owned(), seq));
+            }
+        }
+        Ok(())
+    }
+
+    fn index_or_warn(&mut self) {
+        if let Err(e) = self.index() {
+            tracing::warn!(error = %e, "indexing events by topic failed; will retry");
+        }
+    }
+
+    /// Writes the index rows of every committed event not yet indexed, in topic order (each
+    /// page of the index is then written once), and advances `indexed_through`, in one
+    /// transaction.
+    fn index(&mut self) -> Result<(), LogError> {
+        let through = self.next_seq - 1;
+        if through == self.indexed_through {
+            return Ok(());
+        }
+        self.unindexed.sort_unstable();
+        let conn = &self.conn;
+        exec(conn, "BEGIN")?;
+        let written = (|| {
+            let mut insert = conn
+                .prepare_cached("INSERT OR IGNORE INTO event_topics (seq, topic) VALUES (?1, ?2)")
+                .map_err(storage)?;
+            for (topic, seq) in &self.unindexed {
+                insert
+                    .execute(params![clamp(*seq), topic])
+                    .map_err(storage)?;
+            }
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('indexed_through', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut stmt| stmt.execute([clamp(through)]))
+            .map_err(storage)?;
+            exec(conn, "COMMIT")
+        })();
+        if written.is_err() && !conn.is_autocommit() {
+            let _ = exec(conn, "ROLLBACK");
+        }
+        written?;
+        self.unindexed.clear();
+        self.indexed_through = through;
+        Ok(())
+    }
+
+    /// Notes the index rows of newly committed events.
+    fn committed(&mut self, events: &[Arc<Event>]) {
+        for event in events {
+            for topic in event.topics.iter() {
+                self.unindexed.push((topic.as_str().to_owned(), event.seq));
             }
         }
     }
@@ -449,6 +634,11 @@ impl Writer {
         if result.is_err() && !self.conn.is_autocommit() {
             // Whatever failed, the transaction must not stay open for the next group.
             let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        if let Ok(outcomes) = &result {
+            for events in outcomes.iter().flatten() {
+                self.committed(events);
+            }
         }
         let replies = appends.drain(..).map(|(_, reply)| reply);
         super::answer_group(
@@ -523,6 +713,8 @@ impl Writer {
     }
 
     fn prune(&mut self, cutoff: Seq) -> Result<u64, LogError> {
+        // The events deleted leave the index with their rows.
+        self.index()?;
         let tx = self.conn.transaction().map_err(storage)?;
         let last: Option<i64> = tx
             .query_row(
@@ -567,8 +759,8 @@ enum Insert {
     IgnoringDuplicates,
 }
 
-/// Inserts the rows of `batch` (whose ids are set), stored at `now`, from `seq` on, advancing
-/// it.
+/// Inserts the event rows of `batch` (whose ids are set), stored at `now`, from `seq` on,
+/// advancing it. Their topic-index rows come later, with `Writer::index`.
 fn insert_rows(
     conn: &Connection,
     batch: &[NewEvent],
@@ -588,9 +780,6 @@ fn insert_rows(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
             }
         })
-        .map_err(storage)?;
-    let mut insert_topic = conn
-        .prepare_cached("INSERT OR IGNORE INTO event_topics (seq, topic) VALUES (?1, ?2)")
         .map_err(storage)?;
     let mut topics = String::new();
     for new in batch {
@@ -625,11 +814,6 @@ fn insert_rows(
             })?;
         if inserted == 0 {
             return Err(duplicate());
-        }
-        for topic in &new.topics {
-            insert_topic
-                .execute(params![clamp(*seq), topic.as_str()])
-                .map_err(storage)?;
         }
         *seq += 1;
     }
