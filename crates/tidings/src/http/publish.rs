@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -20,25 +21,26 @@ use super::{form, json, link_header, AppState};
 use crate::auth::{may_publish, Grant};
 
 /// `POST /.well-known/mercure`.
+///
+/// The handlers take the whole request and read its headers, query and extensions in place:
+/// axum's `HeaderMap` and `RawQuery` extractors copy them for every publish.
 pub async fn publish(
     State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    verified: Option<Extension<VerifiedPublisher>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
     let limits = &state.limits;
-    let grant = publisher_grant(&state, query.as_deref(), &headers, verified).await?;
+    let grant = publisher_grant(&state, &parts).await?;
     let body = read_body(body, limits).await?;
-    match content_type(&headers).as_str() {
-        "application/json" => {
+    match MediaType::of(&parts.headers) {
+        MediaType::Json => {
             let (batch, single) = parse_json_publish(&body, limits)?;
             refuse_reserved_topics(&batch)?;
             authorize(grant.as_ref(), &batch)?;
             let events = state.hub.publish_idempotent(batch).await?;
             Ok(json_ids(&events, single))
         }
-        "application/x-www-form-urlencoded" | "" => {
+        MediaType::Form | MediaType::None => {
             let event = parse_form_publish(&body, limits, None)?;
             refuse_reserved_topics(std::slice::from_ref(&event))?;
             authorize(grant.as_ref(), std::slice::from_ref(&event))?;
@@ -57,7 +59,7 @@ pub async fn publish(
             )
                 .into_response())
         }
-        other => Err(ApiError::UnsupportedMediaType(other.to_owned())),
+        MediaType::Other(other) => Err(ApiError::UnsupportedMediaType(other)),
     }
 }
 
@@ -66,17 +68,15 @@ pub async fn publish(
 pub async fn publish_to_path(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
-    RawQuery(query): RawQuery,
-    verified: Option<Extension<VerifiedPublisher>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
     let limits = &state.limits;
-    let grant = publisher_grant(&state, query.as_deref(), &headers, verified).await?;
+    let grant = publisher_grant(&state, &parts).await?;
     let body = read_body(body, limits).await?;
     let topic = Topic::parse(&topic)?;
-    let event = match content_type(&headers).as_str() {
-        "application/json" | "" => {
+    let event = match MediaType::of(&parts.headers) {
+        MediaType::Json | MediaType::None => {
             let fields: PathEvent = if body.is_empty() {
                 PathEvent::default()
             } else {
@@ -84,8 +84,8 @@ pub async fn publish_to_path(
             };
             fields.into_event(topic)?
         }
-        "application/x-www-form-urlencoded" => parse_form_publish(&body, limits, Some(topic))?,
-        other => return Err(ApiError::UnsupportedMediaType(other.to_owned())),
+        MediaType::Form => parse_form_publish(&body, limits, Some(topic))?,
+        MediaType::Other(other) => return Err(ApiError::UnsupportedMediaType(other)),
     };
     refuse_reserved_topics(std::slice::from_ref(&event))?;
     authorize(grant.as_ref(), std::slice::from_ref(&event))?;
@@ -120,13 +120,9 @@ pub(crate) fn publisher_token(
 }
 
 /// The publisher's grant (`None` in the open development mode).
-async fn publisher_grant(
-    state: &AppState,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    verified: Option<Extension<VerifiedPublisher>>,
-) -> Result<Option<Grant>, ApiError> {
-    let (token, from_cookie) = publisher_token(state, query, headers)?;
+async fn publisher_grant(state: &AppState, parts: &Parts) -> Result<Option<Grant>, ApiError> {
+    let headers = &parts.headers;
+    let (token, from_cookie) = publisher_token(state, parts.uri.query(), headers)?;
     if from_cookie && !same_or_allowed_origin(state, headers) {
         // A browser sends cookies with a cross-site form POST: without this check any page
         // could publish with its visitor's cookie (CSRF).
@@ -134,8 +130,8 @@ async fn publisher_grant(
             "a publish authorized by a cookie must come from an allowed Origin".into(),
         ));
     }
-    match verified {
-        Some(Extension(v)) if token.as_deref() == Some(v.token.as_str()) => Ok(v.grant),
+    match parts.extensions.get::<VerifiedPublisher>() {
+        Some(v) if token.as_deref() == Some(v.token.as_str()) => Ok(v.grant.clone()),
         _ => Ok(state.auth.publisher(token.as_deref()).await?),
     }
 }
@@ -225,18 +221,38 @@ fn json_ids(events: &[(Arc<Event>, bool)], single: bool) -> Response {
 }
 
 /// The media type of the request, lower-cased, without parameters.
-fn content_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default()
+/// A request's media type, compared without copying the header.
+enum MediaType {
+    Json,
+    Form,
+    /// No `Content-Type`.
+    None,
+    /// Any other, lowercased for the error message.
+    Other(String),
+}
+
+impl MediaType {
+    fn of(headers: &HeaderMap) -> Self {
+        let Some(value) = headers.get(header::CONTENT_TYPE) else {
+            return Self::None;
+        };
+        let essence = value
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if essence.eq_ignore_ascii_case("application/json") {
+            Self::Json
+        } else if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Self::Form
+        } else if essence.is_empty() {
+            Self::None
+        } else {
+            Self::Other(essence.to_ascii_lowercase())
+        }
+    }
 }
 
 /// Reads the whole body, refusing one over `limit` (413): at once when its declared
