@@ -506,7 +506,16 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>, commits: broadcast::Sender<Commit>) {
         let mut appends = Vec::with_capacity(MAX_GROUP);
+        let mut overlapping = false;
         while let Some(first) = rx.blocking_recv() {
+            if overlapping {
+                // Publishers overlap (the last group had several appends): let the runtime's
+                // threads run before the group is taken. On a core shared with them, requests
+                // already read then reach the queue, and the group grows. A commit's cost is
+                // mostly per group (its locks, the pages it writes, its sync), so a bigger group
+                // costs less per publish. A lone publisher never waits here.
+                std::thread::yield_now();
+            }
             let mut next = Some(first);
             while let Some(job) = next.take() {
                 match job {
@@ -519,6 +528,7 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
+            overlapping = appends.len() > 1;
             if !appends.is_empty() {
                 self.commit_group(&mut appends, &commits);
             }
