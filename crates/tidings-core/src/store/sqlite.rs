@@ -499,7 +499,7 @@ struct Writer {
     /// Every event up to here has its topic-index rows.
     indexed_through: Seq,
     /// The (topic, seq) index rows of the committed events after `indexed_through`.
-    unindexed: Vec<(String, Seq)>,
+    unindexed: Vec<(Topic, Seq)>,
     index_batch: usize,
 }
 
@@ -551,7 +551,7 @@ impl Writer {
         while let Some(row) = rows.next().map_err(storage)? {
             let seq = row.get::<_, i64>(0).map_err(storage)? as Seq;
             for topic in stored_topics(row, 1).map_err(storage)? {
-                self.unindexed.push((topic.to_owned(), seq));
+                self.unindexed.push((Topic::from_stored(topic), seq));
             }
         }
         Ok(())
@@ -572,27 +572,9 @@ impl Writer {
             return Ok(());
         }
         self.unindexed.sort_unstable();
-        let conn = &self.conn;
-        exec(conn, "BEGIN")?;
-        let written = (|| {
-            let mut insert = conn
-                .prepare_cached("INSERT OR IGNORE INTO event_topics (seq, topic) VALUES (?1, ?2)")
-                .map_err(storage)?;
-            for (topic, seq) in &self.unindexed {
-                insert
-                    .execute(params![clamp(*seq), topic])
-                    .map_err(storage)?;
-            }
-            conn.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('indexed_through', ?1) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .and_then(|mut stmt| stmt.execute([clamp(through)]))
-            .map_err(storage)?;
-            exec(conn, "COMMIT")
-        })();
-        if written.is_err() && !conn.is_autocommit() {
-            let _ = exec(conn, "ROLLBACK");
+        let written = write_index(&self.conn, &self.unindexed, through);
+        if written.is_err() && !self.conn.is_autocommit() {
+            let _ = exec(&self.conn, "ROLLBACK");
         }
         written?;
         self.unindexed.clear();
@@ -604,7 +586,7 @@ impl Writer {
     fn committed(&mut self, events: &[Arc<Event>]) {
         for event in events {
             for topic in event.topics.iter() {
-                self.unindexed.push((topic.as_str().to_owned(), event.seq));
+                self.unindexed.push((topic.clone(), event.seq));
             }
         }
     }
@@ -749,6 +731,26 @@ impl Writer {
         tx.commit().map_err(storage)?;
         Ok(deleted as u64)
     }
+}
+
+/// The topic-index rows `rows` and `indexed_through = through`, in one transaction.
+fn write_index(conn: &Connection, rows: &[(Topic, Seq)], through: Seq) -> Result<(), LogError> {
+    exec(conn, "BEGIN")?;
+    let mut insert = conn
+        .prepare_cached("INSERT OR IGNORE INTO event_topics (seq, topic) VALUES (?1, ?2)")
+        .map_err(storage)?;
+    for (topic, seq) in rows {
+        insert
+            .execute(params![clamp(*seq), topic.as_str()])
+            .map_err(storage)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('indexed_through', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut stmt| stmt.execute([clamp(through)]))
+    .map_err(storage)?;
+    exec(conn, "COMMIT")
 }
 
 /// Runs one statement without parameters or rows (transaction control), prepared once.
