@@ -179,13 +179,6 @@ async fn post_form_with(
     hub.send(request).await
 }
 
-/// `POST /.well-known/mercure` with a form body and, when given, a bearer token.
-async fn publish_as(hub: &TestHub, token: Option<&str>, fields: &[(&str, &str)]) -> Reply {
-    let auth = token.map(bearer);
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
-    post_form_with(hub, "/.well-known/mercure", &headers, fields).await
-}
-
 /// `POST path` with a JSON body and, when given, a bearer token.
 async fn post_json_as(hub: &TestHub, path: &str, token: Option<&str>, body: &Value) -> Reply {
     let mut request = hub
@@ -211,7 +204,7 @@ async fn get_with(hub: &TestHub, path_and_query: &str, headers: &[(&str, &str)])
 /// Publishes with an all-topics publisher token; asserts success and returns the event id.
 async fn publish_ok(hub: &TestHub, fields: &[(&str, &str)]) -> String {
     let token = publisher(&["*"]);
-    let reply = publish_as(hub, Some(&token), fields).await;
+    let reply = hub.post_form_as(Some(&token), fields).await;
     assert_eq!(
         reply.status,
         StatusCode::OK,
@@ -284,7 +277,9 @@ async fn stored_ids(hub: &TestHub) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_without_a_token_is_401_with_a_challenge() {
     let hub = hmac_hub().await;
-    let reply = publish_as(&hub, None, &[("topic", "books/1"), ("data", "x")]).await;
+    let reply = hub
+        .post_form_as(None, &[("topic", "books/1"), ("data", "x")])
+        .await;
     let reason = assert_unauthorized(&reply, "form publish without a token");
     assert!(reason.contains("token"), "{reason}");
     let reply = post_json_as(
@@ -339,7 +334,9 @@ async fn publishing_with_a_forged_or_malformed_token_is_401() {
         ("empty bearer", String::new()),
     ];
     for (what, token) in &cases {
-        let reply = publish_as(&hub, Some(token), &[("topic", "books/1"), ("data", "x")]).await;
+        let reply = hub
+            .post_form_as(Some(token), &[("topic", "books/1"), ("data", "x")])
+            .await;
         assert_unauthorized(&reply, what);
     }
     assert!(
@@ -347,7 +344,9 @@ async fn publishing_with_a_forged_or_malformed_token_is_401() {
         "a refused publish stored an event"
     );
     // And the genuine token still works.
-    let reply = publish_as(&hub, Some(&valid), &[("topic", "books/1"), ("data", "x")]).await;
+    let reply = hub
+        .post_form_as(Some(&valid), &[("topic", "books/1"), ("data", "x")])
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 }
 
@@ -372,7 +371,9 @@ async fn expired_and_not_yet_valid_tokens_are_401_outside_the_leeway() {
             json!({ "nbf": t + 3600, "exp": t + 7200 }),
         ),
     ] {
-        let reply = publish_as(&hub, Some(&token(claims)), &[("topic", "a")]).await;
+        let reply = hub
+            .post_form_as(Some(&token(claims)), &[("topic", "a")])
+            .await;
         let reason = assert_unauthorized(&reply, what);
         assert!(
             reason.contains("expired") || reason.contains("not valid yet"),
@@ -389,7 +390,9 @@ async fn expired_and_not_yet_valid_tokens_are_401_outside_the_leeway() {
         ("valid in 1 s (within the leeway)", json!({ "nbf": t + 1 })),
         ("valid now", json!({ "nbf": t - 10, "exp": t + 60 })),
     ] {
-        let reply = publish_as(&hub, Some(&token(claims)), &[("topic", "a")]).await;
+        let reply = hub
+            .post_form_as(Some(&token(claims)), &[("topic", "a")])
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{what}: {}", reply.body);
     }
     // The same checks hold for subscribers.
@@ -433,7 +436,9 @@ async fn alg_none_tokens_are_401_and_none_cannot_be_configured() {
     for alg in ["none", "None", "NONE", "nOnE"] {
         for signature in ["", valid_sig.as_str()] {
             let token = unsigned(alg, &publish_all, signature);
-            let reply = publish_as(&hub, Some(&token), &[("topic", "a"), ("data", "x")]).await;
+            let reply = hub
+                .post_form_as(Some(&token), &[("topic", "a"), ("data", "x")])
+                .await;
             assert_unauthorized(&reply, &format!("publish with alg {alg}"));
             let token = unsigned(alg, &subscribe_all, signature);
             let auth = bearer(&token);
@@ -450,7 +455,7 @@ async fn alg_none_tokens_are_401_and_none_cannot_be_configured() {
     }
     // A header naming the configured algorithm but carrying no signature is no better.
     let token = unsigned("HS256", &publish_all, "");
-    let reply = publish_as(&hub, Some(&token), &[("topic", "a")]).await;
+    let reply = hub.post_form_as(Some(&token), &[("topic", "a")]).await;
     assert_unauthorized(&reply, "HS256 header with an empty signature");
     assert!(
         stored_ids(&hub).await.is_empty(),
@@ -482,7 +487,9 @@ async fn rs256_tokens_work_and_hmac_rsa_confusion_fails() {
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
             let key = EncodingKey::from_secret(secret);
             let token = sign(alg, &key, &publish_all);
-            let reply = publish_as(&hub, Some(&token), &[("topic", "a"), ("data", "x")]).await;
+            let reply = hub
+                .post_form_as(Some(&token), &[("topic", "a"), ("data", "x")])
+                .await;
             assert_unauthorized(
                 &reply,
                 &format!("publish: {alg:?} keyed by public PEM #{i}"),
@@ -505,7 +512,7 @@ async fn rs256_tokens_work_and_hmac_rsa_confusion_fails() {
     }
     // An RS256 token signed by another RSA key, and an RS256 header over an HMAC signature.
     let other = rs256(RSA_OTHER_PRIVATE, &publish_all);
-    let reply = publish_as(&hub, Some(&other), &[("topic", "a")]).await;
+    let reply = hub.post_form_as(Some(&other), &[("topic", "a")]).await;
     assert_unauthorized(&reply, "RS256 signed by the wrong RSA key");
     let hmac_sig = sign(
         Algorithm::HS256,
@@ -514,7 +521,7 @@ async fn rs256_tokens_work_and_hmac_rsa_confusion_fails() {
     );
     let sig = hmac_sig.rsplit('.').next().unwrap();
     let relabelled = unsigned("RS256", &publish_all, sig);
-    let reply = publish_as(&hub, Some(&relabelled), &[("topic", "a")]).await;
+    let reply = hub.post_form_as(Some(&relabelled), &[("topic", "a")]).await;
     assert_unauthorized(&reply, "RS256 header over an HMAC signature");
     assert!(
         stored_ids(&hub).await.is_empty(),
@@ -532,12 +539,12 @@ async fn rs256_tokens_work_and_hmac_rsa_confusion_fails() {
         .await;
     let good = rs256(RSA_PRIVATE, &publish_all);
     for (topic, data) in [("users/bob", "for bob"), ("users/alice", "for alice")] {
-        let reply = publish_as(
-            &hub,
-            Some(&good),
-            &[("topic", topic), ("data", data), ("private", "on")],
-        )
-        .await;
+        let reply = hub
+            .post_form_as(
+                Some(&good),
+                &[("topic", topic), ("data", data), ("private", "on")],
+            )
+            .await;
         assert_eq!(
             reply.status,
             StatusCode::OK,
@@ -545,12 +552,9 @@ async fn rs256_tokens_work_and_hmac_rsa_confusion_fails() {
             reply.body
         );
     }
-    let reply = publish_as(
-        &hub,
-        Some(&good),
-        &[("topic", "users/alice"), ("data", END)],
-    )
-    .await;
+    let reply = hub
+        .post_form_as(Some(&good), &[("topic", "users/alice"), ("data", END)])
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(until_end(&mut sub, "RS256 subscriber").await, ["for alice"]);
 }
@@ -559,7 +563,7 @@ async fn rs256_tokens_work_and_hmac_rsa_confusion_fails() {
 async fn an_hmac_hub_refuses_rs256_tokens_and_a_short_secret_refuses_to_start() {
     let hub = hmac_hub().await;
     let token = rs256(RSA_PRIVATE, &json!({ "mercure": { "publish": ["*"] } }));
-    let reply = publish_as(&hub, Some(&token), &[("topic", "a")]).await;
+    let reply = hub.post_form_as(Some(&token), &[("topic", "a")]).await;
     assert_unauthorized(&reply, "RS256 token at an HS256 hub");
 
     // An HMAC secret under 32 bytes is a start-up error, not a weak hub, found before the
@@ -586,40 +590,43 @@ async fn publishing_outside_ones_selectors_is_403_and_stores_nothing() {
     let books = publisher(&["books/{id}", "news"]);
     let ok = |r: &Reply, what: &str| assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.body);
 
-    let r = publish_as(&hub, Some(&books), &[("topic", "books/1"), ("data", "ok")]).await;
+    let r = hub
+        .post_form_as(Some(&books), &[("topic", "books/1"), ("data", "ok")])
+        .await;
     ok(&r, "covered by a template");
     let first = r.body.clone();
-    let r = publish_as(
-        &hub,
-        Some(&books),
-        &[("topic", "news"), ("topic", "books/2")],
-    )
-    .await;
+    let r = hub
+        .post_form_as(Some(&books), &[("topic", "news"), ("topic", "books/2")])
+        .await;
     ok(&r, "two covered topics");
     let second = r.body.clone();
 
-    let r = publish_as(&hub, Some(&books), &[("topic", "users/1"), ("data", "no")]).await;
+    let r = hub
+        .post_form_as(Some(&books), &[("topic", "users/1"), ("data", "no")])
+        .await;
     assert_forbidden(&r, "an uncovered topic");
-    let r = publish_as(
-        &hub,
-        Some(&books),
-        &[("topic", "books/3"), ("topic", "users/1"), ("data", "no")],
-    )
-    .await;
+    let r = hub
+        .post_form_as(
+            Some(&books),
+            &[("topic", "books/3"), ("topic", "users/1"), ("data", "no")],
+        )
+        .await;
     assert_forbidden(&r, "one of two topics uncovered");
-    let r = publish_as(
-        &hub,
-        Some(&books),
-        &[
-            ("topic", "books/3"),
-            ("topic", "users/1"),
-            ("private", "on"),
-        ],
-    )
-    .await;
+    let r = hub
+        .post_form_as(
+            Some(&books),
+            &[
+                ("topic", "books/3"),
+                ("topic", "users/1"),
+                ("private", "on"),
+            ],
+        )
+        .await;
     assert_forbidden(&r, "a private event with one topic uncovered");
     // `books/{id}` matches one path segment only.
-    let r = publish_as(&hub, Some(&books), &[("topic", "books/1/secret")]).await;
+    let r = hub
+        .post_form_as(Some(&books), &[("topic", "books/1/secret")])
+        .await;
     assert_forbidden(&r, "a topic one segment deeper than the template");
     let r = post_json_as(
         &hub,
@@ -663,7 +670,9 @@ async fn publishing_outside_ones_selectors_is_403_and_stores_nothing() {
         ),
     ] {
         let token = hs256(PUB_SECRET.as_bytes(), &claims);
-        let r = publish_as(&hub, Some(&token), &[("topic", "books/1")]).await;
+        let r = hub
+            .post_form_as(Some(&token), &[("topic", "books/1")])
+            .await;
         assert_forbidden(&r, what);
     }
 
@@ -690,12 +699,9 @@ async fn a_valid_publish_is_200_and_delivered() {
     let hub = hmac_hub().await;
     let mut sub = hub.subscribe("topic=books/1").await;
     let token = publisher(&["books/1"]);
-    let reply = publish_as(
-        &hub,
-        Some(&token),
-        &[("topic", "books/1"), ("data", "hello")],
-    )
-    .await;
+    let reply = hub
+        .post_form_as(Some(&token), &[("topic", "books/1"), ("data", "hello")])
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let id = reply.body.clone();
     let e = sub.next().await;
@@ -1733,7 +1739,7 @@ async fn a_token_is_refused_from_its_exp_on() {
     let subscribed = hub
         .try_sse("/.well-known/mercure?topic=a", &[("authorization", &sub)])
         .await;
-    let published = publish_as(&hub, Some(&publish), &[("topic", "a")]).await;
+    let published = hub.post_form_as(Some(&publish), &[("topic", "a")]).await;
     match subscribed {
         Err(reply) => assert_unauthorized(&reply, "subscribing at exp"),
         Ok(_) => panic!("a stream was opened with a token at its exp"),

@@ -579,16 +579,10 @@ fn publisher_token(secret: &str, name: &str) -> String {
     .expect("sign")
 }
 
+/// A publish on topic `rated`, with a bearer token when given.
 async fn publish_as(hub: &TestHub, token: Option<&str>, data: &str) -> Reply {
-    let mut request = hub
-        .client
-        .post(hub.url("/.well-known/mercure"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("topic=rated&data={data}"));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    hub.send(request).await
+    hub.post_form_as(token, &[("topic", "rated"), ("data", data)])
+        .await
 }
 
 #[tokio::test]

@@ -114,16 +114,9 @@ async fn minted_tokens_of_both_generations_work_on_one_hub() {
         (&stable_pub, "books/2"),
     ] {
         let reply = hub
-            .send(
-                hub.client
-                    .post(hub.url("/.well-known/mercure"))
-                    .header("authorization", format!("Bearer {publisher}"))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(form(&[
-                        ("topic", topic),
-                        ("data", topic),
-                        ("private", "on"),
-                    ])),
+            .post_form_as(
+                Some(publisher),
+                &[("topic", topic), ("data", topic), ("private", "on")],
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{topic}: {}", reply.body);
@@ -136,13 +129,7 @@ async fn minted_tokens_of_both_generations_work_on_one_hub() {
 
     // A stable-line token may not publish outside its selectors.
     let reply = hub
-        .send(
-            hub.client
-                .post(hub.url("/.well-known/mercure"))
-                .header("authorization", format!("Bearer {stable_pub}"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(form(&[("topic", "other")])),
-        )
+        .post_form_as(Some(&stable_pub), &[("topic", "other")])
         .await;
     reply.assert_refused(403, "outside the minted selectors");
 }
@@ -192,13 +179,7 @@ async fn a_key_file_signs_as_the_hub_reads_it() {
         .await
         .unwrap();
     let reply = hub
-        .send(
-            hub.client
-                .post(hub.url("/.well-known/mercure"))
-                .header("authorization", format!("Bearer {publisher}"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(form(&[("topic", "books/1"), ("data", "x")])),
-        )
+        .post_form_as(Some(&publisher), &[("topic", "books/1"), ("data", "x")])
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 }

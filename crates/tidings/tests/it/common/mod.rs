@@ -223,12 +223,20 @@ impl HubClient {
 
     /// `POST /.well-known/mercure` with these form fields.
     pub async fn post_form(&self, fields: &[(&str, &str)]) -> Reply {
-        self.post(
-            "/.well-known/mercure",
-            Some("application/x-www-form-urlencoded"),
-            form(fields),
-        )
-        .await
+        self.post_form_as(None, fields).await
+    }
+
+    /// `POST /.well-known/mercure` with these form fields and, when given, a bearer token.
+    pub async fn post_form_as(&self, token: Option<&str>, fields: &[(&str, &str)]) -> Reply {
+        let mut request = self
+            .client
+            .post(self.url("/.well-known/mercure"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(fields));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        self.send(request).await
     }
 
     /// `POST path` with a JSON body.
