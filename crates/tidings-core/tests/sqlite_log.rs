@@ -10,27 +10,29 @@ use log_suite::{all_events, append_ok, ev, ev_id};
 use tempfile::TempDir;
 use tidings_core::event::Seq;
 use tidings_core::log::{EventLog, LogStats, Retention, Scope};
-use tidings_core::store::sqlite::{SqliteLog, SqliteOptions};
+use tidings_core::store::sqlite::{SqliteLog, SqliteOptions, INDEX_BATCH};
 
 fn open(path: &Path) -> SqliteLog {
-    SqliteLog::open(SqliteOptions::new(path)).expect("open the SQLite log")
+    open_indexing_every(path, INDEX_BATCH)
+}
+
+/// A log whose topic index is written every `batch` events.
+fn open_indexing_every(path: &Path, batch: usize) -> SqliteLog {
+    let mut options = SqliteOptions::new(path);
+    options.index_batch = batch;
+    SqliteLog::open(options).expect("open the SQLite log")
 }
 
 /// A fresh log in its own temporary directory, which lives as long as the returned guard.
 async fn fresh() -> (Arc<dyn EventLog>, TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = open(&dir.path().join("events.db"));
-    (Arc::new(log), dir)
+    fresh_indexing_every(INDEX_BATCH).await
 }
 
 log_suite::log_suite!(fresh);
 
-/// A fresh log whose topic index is written every `batch` events.
 async fn fresh_indexing_every(batch: usize) -> (Arc<dyn EventLog>, TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut options = SqliteOptions::new(dir.path().join("events.db"));
-    options.index_batch = batch;
-    let log = SqliteLog::open(options).expect("open the SQLite log");
+    let log = open_indexing_every(&dir.path().join("events.db"), batch);
     (Arc::new(log), dir)
 }
 
@@ -176,12 +178,6 @@ async fn reopen_after_pruning_everything_does_not_reuse_seq() {
 // ---------------------------------------------------------------------------------------------
 // SQLite only: the topic index, which lags the events.
 // ---------------------------------------------------------------------------------------------
-
-fn open_indexing_every(path: &Path, batch: usize) -> SqliteLog {
-    let mut options = SqliteOptions::new(path);
-    options.index_batch = batch;
-    SqliteLog::open(options).expect("open the SQLite log")
-}
 
 /// `meta.indexed_through`, read from the file.
 fn indexed_through(path: &Path) -> i64 {
